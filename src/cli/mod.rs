@@ -1,0 +1,118 @@
+//! The `moor` command line: one file per subcommand.
+
+pub mod store;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use crate::store::etcd::{EtcdConfig, EtcdStore};
+
+/// Where moor keeps its state unless told otherwise.
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/moor";
+
+/// moor: a Kubernetes-compatible control plane in one binary, with GitOps built in.
+#[derive(Debug, Parser)]
+#[command(name = "moor", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Log filter (tracing's env-filter syntax), e.g. `info` or `moor=debug`.
+    #[arg(long, global = true, env = "MOOR_LOG", default_value = "info")]
+    pub log: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Every subcommand.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Inspect, back up and restore the cluster store.
+    Store(store::StoreArgs),
+}
+
+/// Run a parsed command line; the returned code is the process exit code.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log)?)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Store(args) => store::run(args).await,
+        }
+    })
+}
+
+/// Which store to use: the embedded one in a data dir, or etcd. Shared by every subcommand
+/// that opens the store.
+#[derive(Debug, Args)]
+pub struct StoreBackendArgs {
+    /// Data dir holding the embedded store (`state.db`).
+    #[arg(long, env = "MOOR_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+    /// Use etcd at these client URLs (comma-separated) instead of the embedded store.
+    #[arg(long, env = "MOOR_ETCD_ENDPOINTS", value_delimiter = ',')]
+    pub etcd_endpoints: Vec<String>,
+    /// How long to wait for etcd to answer when connecting.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub etcd_connect_timeout: Duration,
+}
+
+impl StoreBackendArgs {
+    /// The embedded store's database file.
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir.join(crate::store::embedded::DB_FILE)
+    }
+
+    /// Connect to the configured etcd.
+    pub async fn connect_etcd(&self) -> anyhow::Result<EtcdStore> {
+        let config = EtcdConfig::new(self.etcd_endpoints.clone())
+            .with_connect_timeout(self.etcd_connect_timeout);
+        EtcdStore::connect(config)
+            .await
+            .context("connecting to etcd")
+    }
+}
+
+/// Parse durations like `500ms`, `5s`, `2m`, `1h` (a bare number is seconds).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("invalid duration {text:?}: expected e.g. 500ms, 5s, 2m"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        other => return Err(format!("invalid duration {text:?}: unknown unit {other:?}")),
+    };
+    if !seconds.is_finite() || seconds < 0.0 {
+        return Err(format!("invalid duration {text:?}"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("5s").unwrap(), Duration::from_secs(5));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
+        assert!(parse_duration("5x").unwrap_err().contains("unknown unit"));
+        assert!(parse_duration("").is_err());
+    }
+}

@@ -1,0 +1,12 @@
+//! moor: a Kubernetes-compatible control plane in one binary, with GitOps built in.
+//!
+//! The map of the crate, following the data flow:
+//!
+//! - [`store`]: the versioned key-value store holding all cluster state, behind the
+//!   [`store::Store`] trait — [`store::EmbeddedStore`] (SQLite, the default) and
+//!   [`store::EtcdStore`] (etcd, for several servers).
+//! - [`cli`]: the `moor` command line; one file per subcommand. `src/main.rs` only parses
+//!   arguments and calls into it.
+
+pub mod cli;
+pub mod store;
