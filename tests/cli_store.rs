@@ -40,20 +40,25 @@ async fn keys(store: &dyn Store, prefix: &str) -> Vec<(String, Bytes)> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn embedded_snapshot_of_a_running_store_restores_into_a_new_data_dir() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let store = EmbeddedStore::open(&data.join("state.db")).await.unwrap();
-    for i in 0..50 {
+/// Create `{prefix}{i}` for i in 0..n, each holding a small JSON document.
+async fn fill(store: &dyn Store, prefix: &str, n: usize) {
+    for i in 0..n {
         store
             .create(
-                &format!("/registry/configmaps/default/cm-{i}"),
+                &format!("{prefix}{i}"),
                 Bytes::from(format!("{{\"i\":{i}}}")),
             )
             .await
             .unwrap();
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_snapshot_of_a_running_store_restores_into_a_new_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let store = EmbeddedStore::open(&data.join("state.db")).await.unwrap();
+    fill(&store, "/registry/configmaps/default/cm-", 50).await;
     let before = keys(&store, "/registry/").await;
 
     // The store stays open (and locked) while the snapshot is taken: it is online.
@@ -165,15 +170,7 @@ async fn etcd_snapshot_restores_with_etcdctl_as_the_readme_says() {
     let store = EtcdStore::connect(EtcdConfig::new(vec![etcd.endpoint()]))
         .await
         .unwrap();
-    for i in 0..20 {
-        store
-            .create(
-                &format!("/registry/pods/default/p{i}"),
-                Bytes::from(format!("{i}")),
-            )
-            .await
-            .unwrap();
-    }
+    fill(&store, "/registry/pods/default/p", 20).await;
     let before = keys(&store, "/registry/").await;
 
     let dir = tempfile::tempdir().unwrap();
