@@ -63,3 +63,42 @@ impl Compactor {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::EmbeddedStore;
+    use bytes::Bytes;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn compacts_to_the_revision_seen_one_interval_earlier() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(&dir.path().join("state.db"))
+            .await
+            .unwrap();
+        for i in 0..5 {
+            store
+                .create(&format!("/k/{i}"), Bytes::from_static(b"v"))
+                .await
+                .unwrap();
+        }
+        let shutdown = CancellationToken::new();
+        let compactor =
+            Compactor::new(Arc::new(store.clone())).with_interval(Duration::from_millis(50));
+        let task = tokio::spawn(compactor.run(shutdown.clone()));
+        // First tick only records revision 5; the next compacts to it.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while store.compacted_revision().await.unwrap() < 5 {
+            assert!(tokio::time::Instant::now() < deadline, "never compacted");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Writes after the recorded revision keep their history for a full interval.
+        store
+            .create("/k/new", Bytes::from_static(b"v"))
+            .await
+            .unwrap();
+        assert!(store.compacted_revision().await.unwrap() < 6);
+        shutdown.cancel();
+        task.await.unwrap().unwrap();
+    }
+}
