@@ -5,8 +5,14 @@
 //! - [`store`]: the versioned key-value store holding all cluster state, behind the
 //!   [`store::Store`] trait — [`store::EmbeddedStore`] (SQLite, the default) and
 //!   [`store::EtcdStore`] (etcd, for several servers).
+//! - [`api`]: the kinds served and the rules applied to their objects (registry, defaults,
+//!   validation, selectors, patches), independent of HTTP.
+//! - [`apiserver`]: the Kubernetes REST API over the store — routing, watch caches, reads,
+//!   writes, discovery and OpenAPI.
 //! - [`cli`]: the `moor` command line; one file per subcommand. `src/main.rs` only parses
 //!   arguments and calls into it.
 
+pub mod api;
+pub mod apiserver;
 pub mod cli;
 pub mod store;

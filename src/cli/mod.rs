@@ -1,5 +1,6 @@
 //! The `moor` command line: one file per subcommand.
 
+pub mod server;
 pub mod store;
 
 use std::path::PathBuf;
@@ -28,6 +29,8 @@ pub struct Cli {
 /// Every subcommand.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the API server over the store (embedded, or etcd with --etcd-endpoints).
+    Server(server::ServerArgs),
     /// Inspect, back up and restore the cluster store.
     Store(store::StoreArgs),
 }
@@ -43,6 +46,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .build()?;
     runtime.block_on(async move {
         match cli.command {
+            Command::Server(args) => server::run(args).await,
             Command::Store(args) => store::run(args).await,
         }
     })

@@ -1,0 +1,490 @@
+//! The Kubernetes-compatible API server: HTTP (axum) over the [`Store`].
+//!
+//! Writes go to the store; reads (get, list, watch) are served from one in-memory
+//! [`cache::ResourceCache`] per resource, each fed by a single store watch, so a thousand
+//! watchers cost the store nothing. The router is a plain tower service: `moor server`
+//! serves it over TCP, and in-process components can call it directly.
+//!
+//! This module owns HTTP concerns — routing, status codes, streaming — and the object
+//! semantics of each verb. Pure rules (defaults, validation, selectors, patches) live in
+//! [`crate::api`]; the store knows nothing of any of it.
+
+pub mod cache;
+pub mod discovery;
+pub mod error;
+pub mod openapi;
+pub mod protobuf;
+pub mod reads;
+pub mod request;
+pub mod table;
+pub mod writes;
+
+use std::collections::HashMap;
+use std::future::IntoFuture;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use bytes::Bytes;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::api::registry::{self, RESOURCES, ResourceInfo, Subresource};
+use crate::store::{Revision, Store};
+use cache::ResourceCache;
+use error::ApiError;
+use request::{MAX_BODY_BYTES, Params, Route, Target, parse_body, parse_path};
+use writes::PatchType;
+
+/// Namespaces that exist from the first start.
+pub const SYSTEM_NAMESPACES: &[&str] =
+    &["default", "kube-system", "kube-public", "kube-node-lease"];
+
+/// The result of a write: the object and the HTTP status to answer with.
+#[derive(Debug)]
+pub struct Written {
+    /// The object as stored (or as it would be, for dry runs).
+    pub object: Value,
+    /// 200, 201 or 202.
+    pub status: u16,
+}
+
+impl Written {
+    fn created(object: Value) -> Self {
+        Self {
+            object,
+            status: 201,
+        }
+    }
+    fn ok(object: Value) -> Self {
+        Self {
+            object,
+            status: 200,
+        }
+    }
+    fn accepted(object: Value) -> Self {
+        Self {
+            object,
+            status: 202,
+        }
+    }
+}
+
+/// State shared by every request.
+pub struct Inner {
+    store: Arc<dyn Store>,
+    caches: HashMap<(&'static str, &'static str), Arc<ResourceCache>>,
+    /// Per resource, the revision of the latest write this server acknowledged: a
+    /// consistent read waits until the cache has it.
+    acked: HashMap<(&'static str, &'static str), AtomicI64>,
+    shutdown: CancellationToken,
+}
+
+impl Inner {
+    fn acknowledge(&self, info: &ResourceInfo, revision: Revision) {
+        if let Some(a) = self.acked.get(&(info.group, info.plural)) {
+            a.fetch_max(revision, Ordering::AcqRel);
+        }
+    }
+
+    fn acknowledged(&self, info: &ResourceInfo) -> Revision {
+        self.acked
+            .get(&(info.group, info.plural))
+            .map_or(0, |a| a.load(Ordering::Acquire))
+    }
+}
+
+/// The API server. Clone it freely; clones share state.
+#[derive(Clone)]
+pub struct ApiServer {
+    inner: Arc<Inner>,
+    tasks: TaskTracker,
+}
+
+impl ApiServer {
+    /// A server over `store`. Its caches start filling at [`start`](Self::start).
+    pub fn new(store: Arc<dyn Store>, shutdown: CancellationToken) -> Self {
+        let caches = RESOURCES
+            .iter()
+            .map(|r| ((r.group, r.plural), ResourceCache::new(r)))
+            .collect();
+        let acked = RESOURCES
+            .iter()
+            .map(|r| ((r.group, r.plural), AtomicI64::new(0)))
+            .collect();
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                caches,
+                acked,
+                shutdown,
+            }),
+            tasks: TaskTracker::new(),
+        }
+    }
+
+    /// Keep `events` past events per resource for watches resuming from a resourceVersion
+    /// (default 4096); older resourceVersions get 410 Expired.
+    pub fn with_watch_history(self, events: usize) -> Self {
+        for cache in self.inner.caches.values() {
+            cache.set_history(events);
+        }
+        self
+    }
+
+    /// Fill every cache and create the system namespaces; returns once the server can
+    /// answer reads.
+    pub async fn start(&self) -> Result<(), ApiError> {
+        for cache in self.inner.caches.values() {
+            self.tasks.spawn(
+                cache
+                    .clone()
+                    .run(self.inner.store.clone(), self.inner.shutdown.clone()),
+            );
+        }
+        for cache in self.inner.caches.values() {
+            cache.wait_synced().await;
+        }
+        self.bootstrap().await
+    }
+
+    async fn bootstrap(&self) -> Result<(), ApiError> {
+        let info = registry::by_resource("", "v1", "namespaces")
+            .ok_or_else(|| ApiError::internal("namespaces are not registered"))?;
+        for ns in SYSTEM_NAMESPACES {
+            let (existing, _) = self.inner.store.get(&info.key(None, ns)).await?;
+            if existing.is_some() {
+                continue;
+            }
+            let target = Target {
+                info,
+                namespace: None,
+                name: None,
+                subresource: None,
+            };
+            let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+            match self.inner.create(&target, obj, &Params::default()).await {
+                Ok(_) => {}
+                // Another server on the same etcd made it first.
+                Err(e) if e.reason == "AlreadyExists" => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// The HTTP router (a tower service).
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route(
+                "/version",
+                get(|| async { axum::Json(discovery::version()) }),
+            )
+            .route("/healthz", get(health))
+            .route("/livez", get(health))
+            .route("/readyz", get(health))
+            .route("/openapi/v2", get(openapi_v2))
+            .route(
+                "/openapi/v3",
+                get(|| async { axum::Json(openapi::v3_root()) }),
+            )
+            .route("/openapi/v3/{*path}", get(openapi_v3))
+            .route("/api", axum::routing::any(api_root))
+            .route("/api/{*path}", axum::routing::any(api_core))
+            .route("/apis", axum::routing::any(api_groups_root))
+            .route("/apis/{*path}", axum::routing::any(api_groups))
+            .fallback(|req: Request| async move { ApiError::no_route(req.uri().path()) })
+            .with_state(self.inner.clone())
+    }
+
+    /// Serve HTTP on `listener` until the shutdown token fires; in-flight requests finish,
+    /// open watches end.
+    pub async fn serve(self, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+        let shutdown = self.inner.shutdown.clone();
+        let router = self.router();
+        let served = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .into_future()
+        .await;
+        self.tasks.close();
+        self.tasks.wait().await;
+        served
+    }
+}
+
+async fn health() -> &'static str {
+    "ok"
+}
+
+fn json_bytes(bytes: Bytes) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], bytes).into_response()
+}
+
+async fn openapi_v2() -> Response {
+    json_bytes(openapi::v2())
+}
+
+async fn openapi_v3(axum::extract::Path(path): axum::extract::Path<String>) -> Response {
+    match openapi::v3(&path) {
+        Some(doc) => json_bytes(doc),
+        None => ApiError::no_route(&format!("/openapi/v3/{path}")).into_response(),
+    }
+}
+
+async fn api_root() -> Response {
+    axum::Json(discovery::core_versions()).into_response()
+}
+
+async fn api_groups_root() -> Response {
+    axum::Json(discovery::groups()).into_response()
+}
+
+async fn api_core(State(inner): State<Arc<Inner>>, req: Request) -> Response {
+    dispatch(inner, true, req)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn api_groups(State(inner): State<Arc<Inner>>, req: Request) -> Response {
+    dispatch(inner, false, req)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+fn content_type(headers: &HeaderMap) -> String {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json")
+        .to_owned()
+}
+
+async fn read_body(body: Body) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|_| {
+            ApiError::too_large(format!(
+                "the request body is over the {MAX_BODY_BYTES}-byte limit"
+            ))
+        })
+}
+
+fn respond(written: Written) -> Response {
+    let code = StatusCode::from_u16(written.status).unwrap_or(StatusCode::OK);
+    (code, axum::Json(written.object)).into_response()
+}
+
+async fn dispatch(inner: Arc<Inner>, core: bool, req: Request) -> Result<Response, ApiError> {
+    let prefix = if core { "/api/" } else { "/apis/" };
+    let path = req
+        .uri()
+        .path()
+        .strip_prefix(prefix)
+        .unwrap_or("")
+        .to_owned();
+    let params = Params::parse(req.uri().query())?;
+    let method = req.method().clone();
+    let headers = req.headers().clone();
+    let target = match parse_path(core, &path)? {
+        Route::CoreVersions => return Ok(axum::Json(discovery::core_versions()).into_response()),
+        Route::Groups => return Ok(axum::Json(discovery::groups()).into_response()),
+        Route::GroupVersion {
+            group,
+            version: None,
+        } => {
+            return discovery::group(&group)
+                .map(|d| axum::Json(d).into_response())
+                .ok_or_else(|| ApiError::no_route(req.uri().path()));
+        }
+        Route::GroupVersion {
+            group,
+            version: Some(version),
+        } => {
+            return discovery::resources(&group, &version)
+                .map(|d| axum::Json(d).into_response())
+                .ok_or_else(|| ApiError::no_route(req.uri().path()));
+        }
+        Route::Resource(target) => target,
+    };
+    let ct = content_type(&headers);
+    let body = read_body(req.into_body()).await?;
+    let info = target.info;
+    let api_version = info.api_version();
+    let own = (api_version.as_str(), info.kind);
+    match (method, target.name.is_some(), target.subresource) {
+        (Method::GET, false, None) => {
+            if params.flag("watch")? {
+                inner.watch(&target, &params).await
+            } else if wants_table(&headers) {
+                as_table(info, inner.list(&target, &params).await?, &params, true).await
+            } else {
+                inner.list(&target, &params).await
+            }
+        }
+        (Method::GET, true, None | Some(Subresource::Status)) => {
+            if params.flag("watch")? {
+                inner.watch(&target, &params).await
+            } else if wants_table(&headers) {
+                as_table(info, inner.get(&target, &params).await?, &params, false).await
+            } else {
+                inner.get(&target, &params).await
+            }
+        }
+        (Method::POST, false, None) => {
+            let obj = parse_body(&ct, &body, own)?;
+            Ok(respond(inner.create(&target, obj, &params).await?))
+        }
+        (Method::PUT, true, None | Some(Subresource::Status)) => {
+            let obj = parse_body(&ct, &body, own)?;
+            Ok(respond(inner.update(&target, obj, &params).await?))
+        }
+        (Method::PATCH, true, None | Some(Subresource::Status)) => {
+            let patch_type = PatchType::from_content_type(&ct)?;
+            let patch = parse_body("application/json", &body, own)?;
+            Ok(respond(
+                inner.patch(&target, patch_type, patch, &params).await?,
+            ))
+        }
+        (Method::DELETE, true, None) => {
+            let options = delete_options(&ct, &body, &api_version)?;
+            Ok(respond(inner.delete(&target, &options, &params).await?))
+        }
+        (Method::DELETE, false, None) => {
+            let options = delete_options(&ct, &body, &api_version)?;
+            inner.delete_collection(&target, &options, &params).await
+        }
+        (Method::GET, true, Some(Subresource::Scale)) => {
+            Ok(axum::Json(inner.get_scale(&target).await?).into_response())
+        }
+        (Method::PUT, true, Some(Subresource::Scale)) => {
+            let obj = parse_body(&ct, &body, ("autoscaling/v1", "Scale"))?;
+            Ok(respond(
+                inner.write_scale(&target, obj, None, &params).await?,
+            ))
+        }
+        (Method::PATCH, true, Some(Subresource::Scale)) => {
+            let patch_type = PatchType::from_content_type(&ct)?;
+            let patch = parse_body("application/json", &body, own)?;
+            Ok(respond(
+                inner
+                    .write_scale(&target, patch, Some(patch_type), &params)
+                    .await?,
+            ))
+        }
+        (Method::POST, true, Some(Subresource::Binding)) => {
+            let obj = parse_body(&ct, &body, ("v1", "Binding"))?;
+            Ok(respond(inner.bind(&target, obj, &params).await?))
+        }
+        (method, _, sub) => Err(ApiError::method_not_allowed(format!(
+            "the server does not allow this method on the requested resource ({method} {}{})",
+            info.plural,
+            sub.map(|s| format!("/{}", s.name())).unwrap_or_default()
+        ))),
+    }
+}
+
+/// Whether the client asked for a meta.k8s.io Table (as `kubectl get` does).
+fn wants_table(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("as=Table"))
+}
+
+/// Turn a list or object response into the Table kubectl prints.
+async fn as_table(
+    info: &ResourceInfo,
+    response: Response,
+    params: &Params,
+    is_list: bool,
+) -> Result<Response, ApiError> {
+    let include = params.get("includeObject").unwrap_or("Metadata");
+    if !matches!(include, "Object" | "Metadata" | "None") {
+        return Err(ApiError::bad_request(format!(
+            "invalid includeObject {include:?}: expected Object, Metadata or None"
+        )));
+    }
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let value: Value =
+        serde_json::from_slice(&body).map_err(|e| ApiError::internal(e.to_string()))?;
+    let (objects, list_meta) = if is_list {
+        let items = value["items"].as_array().cloned().unwrap_or_default();
+        (items, value["metadata"].clone())
+    } else {
+        let meta = json!({"resourceVersion": value.pointer("/metadata/resourceVersion")});
+        (vec![value], meta)
+    };
+    let table = table::table(
+        info.group,
+        info.kind,
+        &objects,
+        list_meta,
+        include,
+        jiff::Timestamp::now(),
+    );
+    Ok(axum::Json(table).into_response())
+}
+
+/// DeleteOptions from a DELETE body (none: defaults).
+fn delete_options(content_type: &str, body: &Bytes, api_version: &str) -> Result<Value, ApiError> {
+    if body.is_empty() {
+        return Ok(json!({}));
+    }
+    parse_body(content_type, body, (api_version, "DeleteOptions"))
+}
+
+impl Inner {
+    /// DELETE of a collection: every object passing the selectors, one by one.
+    async fn delete_collection(
+        &self,
+        target: &Target,
+        options: &Value,
+        params: &Params,
+    ) -> Result<Response, ApiError> {
+        let list = self.list(target, params).await?;
+        let body = axum::body::to_bytes(list.into_body(), usize::MAX)
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        let list: Value =
+            serde_json::from_slice(&body).map_err(|e| ApiError::internal(e.to_string()))?;
+        let mut deleted = Vec::new();
+        for item in list["items"].as_array().cloned().unwrap_or_default() {
+            let name = item
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let ns = item.pointer("/metadata/namespace").and_then(Value::as_str);
+            let one = Target {
+                info: target.info,
+                namespace: ns.map(str::to_owned),
+                name: Some(name.to_owned()),
+                subresource: None,
+            };
+            match self.delete(&one, options, params).await {
+                Ok(w) => deleted.push(w.object),
+                Err(e) if e.code == 404 => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(axum::Json(json!({
+            "kind": format!("{}List", target.info.kind),
+            "apiVersion": target.info.api_version(),
+            "metadata": {},
+            "items": deleted,
+        }))
+        .into_response())
+    }
+}
