@@ -353,3 +353,103 @@ async fn reqwest_lite(url: &str) -> String {
     stream.read_to_end(&mut body).await.unwrap();
     String::from_utf8_lossy(&body).into_owned()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binding_finalizers_and_graceful_pod_deletion() {
+    use k8s_openapi::api::core::v1::Pod;
+    let server = TestServer::start(Backend::Embedded).await;
+    let client = server.client();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let pod: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"generateName": "web-"},
+        "spec": {"containers": [{"name": "web", "image": "busybox:1.36"}]},
+    }))
+    .unwrap();
+    let created = pods.create(&PostParams::default(), &pod).await.unwrap();
+    let name = created.metadata.name.clone().unwrap();
+    assert!(name.starts_with("web-") && name.len() == 9, "{name}");
+    // Defaults are applied on create.
+    let spec = created.spec.unwrap();
+    assert_eq!(spec.restart_policy.as_deref(), Some("Always"));
+    assert_eq!(
+        spec.containers[0].image_pull_policy.as_deref(),
+        Some("IfNotPresent")
+    );
+    assert_eq!(created.status.unwrap().phase.as_deref(), Some("Pending"));
+
+    // Binding places the pod once.
+    let binding = json!({"apiVersion": "v1", "kind": "Binding",
+        "metadata": {"name": name}, "target": {"kind": "Node", "name": "box1"}});
+    let url = format!("/api/v1/namespaces/default/pods/{name}/binding");
+    let request = |body: &serde_json::Value| {
+        axum::http::Request::builder()
+            .method("POST")
+            .uri(url.clone())
+            .header("content-type", "application/json")
+            .body(serde_json::to_vec(body).unwrap())
+            .unwrap()
+    };
+    client.request_text(request(&binding)).await.unwrap();
+    let bound = pods.get(&name).await.unwrap();
+    assert_eq!(
+        bound.spec.as_ref().unwrap().node_name.as_deref(),
+        Some("box1")
+    );
+    let conditions = bound.status.unwrap().conditions.unwrap();
+    assert!(
+        conditions
+            .iter()
+            .any(|c| c.type_ == "PodScheduled" && c.status == "True")
+    );
+    let err = client.request_text(request(&binding)).await.unwrap_err();
+    assert!(
+        matches!(err, kube::Error::Api(ref s) if s.code == 409),
+        "{err:?}"
+    );
+
+    // A pod on a node is deleted gracefully: marked, still there, until deleted with grace 0.
+    pods.delete(&name, &DeleteParams::default()).await.unwrap();
+    let terminating = pods.get(&name).await.unwrap();
+    assert!(terminating.metadata.deletion_timestamp.is_some());
+    assert_eq!(terminating.metadata.deletion_grace_period_seconds, Some(30));
+    pods.delete(&name, &DeleteParams::default()).await.unwrap();
+    assert!(
+        pods.get_opt(&name).await.unwrap().is_some(),
+        "a second delete keeps it terminating"
+    );
+    pods.delete(
+        &name,
+        &DeleteParams {
+            grace_period_seconds: Some(0),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(pods.get_opt(&name).await.unwrap().is_none());
+
+    // Finalizers hold an object until they are removed; Foreground records the GC's one.
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let mut held = cm("held", "1");
+    held.metadata.finalizers = Some(vec!["example.com/hold".to_owned()]);
+    cms.create(&PostParams::default(), &held).await.unwrap();
+    cms.delete("held", &DeleteParams::foreground())
+        .await
+        .unwrap();
+    let marked = cms.get("held").await.unwrap();
+    assert!(marked.metadata.deletion_timestamp.is_some());
+    let finalizers = marked.metadata.finalizers.unwrap();
+    assert!(
+        finalizers.contains(&"foregroundDeletion".to_owned()),
+        "{finalizers:?}"
+    );
+    cms.patch(
+        "held",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .unwrap();
+    assert!(cms.get_opt("held").await.unwrap().is_none());
+}

@@ -625,12 +625,16 @@ impl Inner {
             None
         };
         let already_deleting = meta_str(&obj, "deletionTimestamp").is_some();
+        if already_deleting && pod_grace.is_some() && finalizers.is_empty() {
+            // A terminating pod deleted again with a grace period keeps terminating; only
+            // its node agent (grace 0) removes it.
+            return Ok(Written::accepted(obj));
+        }
         if !finalizers.is_empty() || (pod_grace.is_some() && !already_deleting) {
             if already_deleting && gc_finalizer.is_none() {
                 // Deleting again changes nothing.
                 return Ok(Written::ok(obj));
             }
-            let old = obj.clone();
             let meta = meta_mut(&mut obj);
             let when = match pod_grace {
                 Some(g) => jiff::Timestamp::now()
@@ -663,7 +667,6 @@ impl Inner {
             {
                 UpdateOutcome::Updated(w) => {
                     self.acknowledge(info, w.mod_revision);
-                    let _ = old;
                     Ok(Written::accepted(with_revision(obj, w.mod_revision)))
                 }
                 UpdateOutcome::Conflict(_) => Err(ApiError::conflict(
