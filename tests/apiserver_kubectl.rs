@@ -216,6 +216,83 @@ async fn kubectl_basics(backend: Backend) {
         "{shown}"
     );
 
+    // Server-side apply: field ownership, conflicts between managers, force, and the
+    // server-side diff.
+    let ssa = write(
+        dir.path(),
+        "ssa.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ssa\n  namespace: demo\ndata:\n  a: \"1\"\n",
+    );
+    let out = k.ok(&["apply", "--server-side", "-f", &ssa]).await;
+    assert!(out.contains("serverside-applied"), "{out}");
+    let ssa2 = write(
+        dir.path(),
+        "ssa2.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ssa\n  namespace: demo\ndata:\n  a: \"2\"\n",
+    );
+    let conflict = k
+        .run(&[
+            "apply",
+            "--server-side",
+            "--field-manager=other",
+            "-f",
+            &ssa2,
+        ])
+        .await;
+    assert!(!conflict.status.success(), "{}", text(&conflict));
+    assert!(
+        String::from_utf8_lossy(&conflict.stderr).contains("conflict with \"kubectl\""),
+        "{}",
+        text(&conflict)
+    );
+    let differs = k
+        .run(&[
+            "diff",
+            "--server-side",
+            "--force-conflicts",
+            "--field-manager=other",
+            "-f",
+            &ssa2,
+        ])
+        .await;
+    assert_eq!(differs.status.code(), Some(1), "{}", text(&differs));
+    k.ok(&[
+        "apply",
+        "--server-side",
+        "--field-manager=other",
+        "--force-conflicts",
+        "-f",
+        &ssa2,
+    ])
+    .await;
+    let a = k
+        .ok(&["-n", "demo", "get", "cm", "ssa", "-o", "jsonpath={.data.a}"])
+        .await;
+    assert_eq!(a, "2");
+    let same = k
+        .run(&[
+            "diff",
+            "--server-side",
+            "--field-manager=other",
+            "-f",
+            &ssa2,
+        ])
+        .await;
+    assert_eq!(same.status.code(), Some(0), "{}", text(&same));
+    let managers = k
+        .ok(&[
+            "-n",
+            "demo",
+            "get",
+            "cm",
+            "ssa",
+            "--show-managed-fields",
+            "-o",
+            "jsonpath={.metadata.managedFields[*].manager}",
+        ])
+        .await;
+    assert!(managers.contains("other"), "{managers}");
+
     let replicas = k
         .ok(&[
             "-n",

@@ -3,6 +3,7 @@
 //! `serde_json::Value`s so fields moor does not model round-trip untouched; k8s-openapi's
 //! types give the semantics. Nothing here touches the store or the network.
 
+pub mod apply;
 pub mod defaults;
 pub mod fields;
 pub mod registry;

@@ -292,9 +292,19 @@ async fn dispatch(inner: Arc<Inner>, core: bool, req: Request) -> Result<Respons
         .strip_prefix(prefix)
         .unwrap_or("")
         .to_owned();
-    let params = Params::parse(req.uri().query())?;
+    let mut params = Params::parse(req.uri().query())?;
     let method = req.method().clone();
     let headers = req.headers().clone();
+    if let Some(agent) = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|ua| ua.split('/').next())
+        .filter(|p| !p.is_empty())
+    {
+        // kube-apiserver's default field manager: the User-Agent's program, at most 128.
+        let agent: String = agent.chars().take(128).collect();
+        params.0.insert(request::USER_AGENT_PARAM.to_owned(), agent);
+    }
     let target = match parse_path(core, &path)? {
         Route::CoreVersions => return Ok(axum::Json(discovery::core_versions()).into_response()),
         Route::Groups => return Ok(axum::Json(discovery::groups()).into_response()),
@@ -350,7 +360,12 @@ async fn dispatch(inner: Arc<Inner>, core: bool, req: Request) -> Result<Respons
         }
         (Method::PATCH, true, None | Some(Subresource::Status)) => {
             let patch_type = PatchType::from_content_type(&ct)?;
-            let patch = parse_body("application/json", &body, own)?;
+            // Apply configurations are YAML (JSON is YAML too); other patches are JSON.
+            let format = match patch_type {
+                PatchType::Apply => "application/yaml",
+                _ => "application/json",
+            };
+            let patch = parse_body(format, &body, own)?;
             Ok(respond(
                 inner.patch(&target, patch_type, patch, &params).await?,
             ))

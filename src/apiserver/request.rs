@@ -9,6 +9,10 @@ use serde_json::Value;
 use super::error::ApiError;
 use crate::api::registry::{self, ResourceInfo, Subresource};
 
+/// Where the dispatcher keeps the request's User-Agent program among the parameters (a
+/// name no client sends as a query parameter).
+pub const USER_AGENT_PARAM: &str = "\u{0}user-agent";
+
 /// Largest request body accepted (kube-apiserver's limit is 3 MiB).
 pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
 
@@ -164,6 +168,19 @@ impl Params {
                 })
             })
             .transpose()
+    }
+
+    /// The `fieldManager` the client named, if any.
+    pub fn explicit_manager(&self) -> Option<String> {
+        self.get("fieldManager").map(str::to_owned)
+    }
+
+    /// The field manager of a write: `fieldManager`, else the client's User-Agent program
+    /// (as kube-apiserver derives it), else "unknown".
+    pub fn manager(&self) -> String {
+        self.explicit_manager()
+            .or_else(|| self.get(USER_AGENT_PARAM).map(str::to_owned))
+            .unwrap_or_else(|| "unknown".to_owned())
     }
 
     /// `dryRun=All`.

@@ -26,6 +26,8 @@ pub enum PatchType {
     Merge,
     /// Kubernetes strategic merge patch.
     Strategic,
+    /// Server-side apply (`application/apply-patch+yaml`).
+    Apply,
 }
 
 impl PatchType {
@@ -35,6 +37,7 @@ impl PatchType {
             "application/json-patch+json" => Ok(Self::Json),
             "application/merge-patch+json" => Ok(Self::Merge),
             "application/strategic-merge-patch+json" => Ok(Self::Strategic),
+            "application/apply-patch+yaml" | "application/apply-patch+json" => Ok(Self::Apply),
             other => Err(ApiError::unsupported_media_type(other)),
         }
     }
@@ -260,6 +263,9 @@ impl Inner {
                 meta_mut(&mut obj).insert("name".into(), json!(name));
             }
             admit(info, &mut obj, None)?;
+            if !meta(&obj).is_some_and(|m| m.contains_key("managedFields")) {
+                record_manager(info, None, &mut obj, params);
+            }
             let name = meta_str(&obj, "name").unwrap_or_default().to_owned();
             let ns = meta_str(&obj, "namespace").map(str::to_owned);
             if dry_run {
@@ -369,8 +375,7 @@ impl Inner {
             Some(Subresource::Status) => with_status_of(&old, &obj),
             _ => obj,
         };
-        self.commit_update(target, kv, old, new, params.dry_run()?)
-            .await
+        self.commit_update(target, kv, old, new, params).await
     }
 
     /// PATCH of an object or its status: applied to the latest version, retried on a
@@ -384,7 +389,9 @@ impl Inner {
     ) -> Result<Written, ApiError> {
         let info = target.info;
         let name = target.name.clone().unwrap_or_default();
-        let dry_run = params.dry_run()?;
+        if let PatchType::Apply = patch_type {
+            return self.server_side_apply(target, patch, params).await;
+        }
         for _ in 0..RETRIES {
             let (kv, old) = self.current(target).await?;
             let mut patched = apply_patch(info, patch_type, &old, &patch)?;
@@ -413,8 +420,100 @@ impl Inner {
                 Some(Subresource::Status) => with_status_of(&old, &patched),
                 _ => patched,
             };
-            match self.commit_update(target, kv, old, new, dry_run).await {
+            match self.commit_update(target, kv, old, new, params).await {
                 Err(e) if e.reason == "Conflict" && rv.is_none() => continue,
+                other => return other,
+            }
+        }
+        Err(ApiError::conflict(
+            info.group,
+            info.plural,
+            &name,
+            "too many concurrent writers; try again",
+        ))
+    }
+
+    /// Server-side apply: merge the applied configuration into the live object (or create
+    /// it), with field ownership and conflicts (409 unless `force=true`), retried on a
+    /// conflict with a concurrent writer.
+    async fn server_side_apply(
+        &self,
+        target: &Target,
+        mut applied: Value,
+        params: &Params,
+    ) -> Result<Written, ApiError> {
+        let info = target.info;
+        let name = target.name.clone().unwrap_or_default();
+        if target.subresource.is_some() {
+            return Err(ApiError::unsupported_media_type(
+                "application/apply-patch+yaml on a subresource",
+            ));
+        }
+        let manager = params.explicit_manager().ok_or_else(|| {
+            ApiError::bad_request(
+                "PATCH requests with apply content type must specify fieldManager",
+            )
+        })?;
+        let force = params.flag("force")?;
+        check_type(info, &mut applied)?;
+        check_fields(info, &applied, params)?;
+        if meta_str(&applied, "name").is_some_and(|n| n != name) {
+            return Err(ApiError::bad_request(
+                "the name of the object does not match the name on the URL",
+            ));
+        }
+        for _ in 0..RETRIES {
+            let live = match self.current(target).await {
+                Ok(found) => Some(found),
+                Err(e) if e.code == 404 => None,
+                Err(e) => return Err(e),
+            };
+            let result = crate::api::apply::apply(
+                info.group,
+                info.kind,
+                live.as_ref().map(|(_, obj)| obj),
+                &applied,
+                &manager,
+                force,
+                &now(),
+            )
+            .map_err(|e| match e {
+                crate::api::apply::ApplyError::Conflicts(conflicts) => {
+                    let causes: Vec<Value> = conflicts
+                        .iter()
+                        .map(|c| {
+                            json!({"reason": "FieldManagerConflict",
+                                   "message": format!("conflict with {}", c.manager_description()),
+                                   "field": c.field})
+                        })
+                        .collect();
+                    let message = crate::api::apply::ApplyError::Conflicts(conflicts).to_string();
+                    ApiError {
+                        code: 409,
+                        reason: "Conflict",
+                        message,
+                        details: Some(json!({"name": name, "group": info.group, "kind": info.plural, "causes": causes})),
+                    }
+                }
+                crate::api::apply::ApplyError::Invalid(message) => ApiError::invalid_patch(message),
+            })?;
+            let outcome = match live {
+                None => {
+                    let collection = Target {
+                        name: None,
+                        ..target.clone()
+                    };
+                    let mut obj = result.object;
+                    meta_mut(&mut obj).insert("name".into(), json!(name));
+                    self.create(&collection, obj, params).await
+                }
+                Some((kv, old)) => {
+                    self.commit_update(target, kv, old, result.object, params)
+                        .await
+                }
+            };
+            match outcome {
+                Err(e) if e.reason == "Conflict" || e.reason == "AlreadyExists" => continue,
                 other => return other,
             }
         }
@@ -434,10 +533,11 @@ impl Inner {
         kv: KeyValue,
         old: Value,
         mut new: Value,
-        dry_run: bool,
+        params: &Params,
     ) -> Result<Written, ApiError> {
         let info = target.info;
         let name = target.name.clone().unwrap_or_default();
+        let dry_run = params.dry_run()?;
         // System fields are the server's: keep the old ones whatever the client sent.
         {
             let old_meta = meta(&old).cloned().unwrap_or_default();
@@ -479,6 +579,7 @@ impl Inner {
             None => meta_mut(&mut new).remove("generation"),
         };
         admit(info, &mut new, Some(&old))?;
+        record_manager(info, Some(&old), &mut new, params);
 
         // An object being deleted whose last finalizer went away is deleted now.
         let finalizers_left = meta(&new)
@@ -737,10 +838,7 @@ impl Inner {
                 subresource: None,
                 ..target.clone()
             };
-            match self
-                .commit_update(&main, kv, old, new, params.dry_run()?)
-                .await
-            {
+            match self.commit_update(&main, kv, old, new, params).await {
                 Ok(written) => {
                     return Ok(Written {
                         object: scale_of(&written.object),
@@ -817,13 +915,7 @@ impl Inner {
             let mut new_spec_and_status = with_status_of(&old, &new);
             new_spec_and_status["spec"]["nodeName"] = json!(node);
             match self
-                .commit_update(
-                    &status_target,
-                    kv,
-                    old,
-                    new_spec_and_status,
-                    params.dry_run()?,
-                )
+                .commit_update(&status_target, kv, old, new_spec_and_status, params)
                 .await
             {
                 Ok(_) => {
@@ -841,6 +933,20 @@ impl Inner {
             &name,
             "too many concurrent writers; try again",
         ))
+    }
+}
+
+/// Record in managedFields which fields the request's field manager set or changed (an
+/// "Update" operation), as kube-apiserver does for every non-apply write.
+fn record_manager(info: &ResourceInfo, old: Option<&Value>, new: &mut Value, params: &Params) {
+    let manager = params.manager();
+    let managed =
+        crate::api::apply::update_managed_fields(info.group, info.kind, old, new, &manager, &now());
+    let meta = meta_mut(new);
+    if managed.is_empty() {
+        meta.remove("managedFields");
+    } else {
+        meta.insert("managedFields".into(), Value::Array(managed));
     }
 }
 
@@ -931,6 +1037,9 @@ pub fn apply_patch(
             json_patch::merge(&mut doc, patch);
             Ok(doc)
         }
+        PatchType::Apply => Err(ApiError::unsupported_media_type(
+            "application/apply-patch+yaml is only accepted on the main resource",
+        )),
         PatchType::Strategic => {
             if !patch.is_object() {
                 return Err(ApiError::bad_request(
