@@ -453,3 +453,101 @@ async fn binding_finalizers_and_graceful_pod_deletion() {
     .unwrap();
     assert!(cms.get_opt("held").await.unwrap().is_none());
 }
+
+/// A store whose watches deliver every event late, as a busy or distant etcd member can:
+/// a server reading only its cache would miss writes other servers acknowledged.
+struct SlowWatches(std::sync::Arc<dyn moor::store::Store>);
+
+#[async_trait::async_trait]
+impl moor::store::Store for SlowWatches {
+    async fn get(
+        &self,
+        key: &str,
+    ) -> Result<(Option<moor::store::KeyValue>, i64), moor::store::StoreError> {
+        self.0.get(key).await
+    }
+    async fn list(
+        &self,
+        prefix: &str,
+        opts: moor::store::ListOptions,
+    ) -> Result<moor::store::ListResult, moor::store::StoreError> {
+        self.0.list(prefix, opts).await
+    }
+    async fn create(
+        &self,
+        key: &str,
+        value: bytes::Bytes,
+    ) -> Result<moor::store::KeyValue, moor::store::StoreError> {
+        self.0.create(key, value).await
+    }
+    async fn update(
+        &self,
+        key: &str,
+        value: bytes::Bytes,
+        expected: i64,
+    ) -> Result<moor::store::UpdateOutcome, moor::store::StoreError> {
+        self.0.update(key, value, expected).await
+    }
+    async fn delete(
+        &self,
+        key: &str,
+        expected: Option<i64>,
+    ) -> Result<moor::store::DeleteOutcome, moor::store::StoreError> {
+        self.0.delete(key, expected).await
+    }
+    async fn current_revision(&self) -> Result<i64, moor::store::StoreError> {
+        self.0.current_revision().await
+    }
+    async fn watch(
+        &self,
+        prefix: &str,
+        after: i64,
+    ) -> Result<moor::store::WatchStream, moor::store::StoreError> {
+        let inner = self.0.watch(prefix, after).await?;
+        Ok(Box::pin(inner.then(|event| async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            event
+        })))
+    }
+    async fn compact(&self, revision: i64) -> Result<(), moor::store::StoreError> {
+        self.0.compact(revision).await
+    }
+    async fn compacted_revision(&self) -> Result<i64, moor::store::StoreError> {
+        self.0.compacted_revision().await
+    }
+    async fn snapshot(&self, path: &std::path::Path) -> Result<(), moor::store::StoreError> {
+        self.0.snapshot(path).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_on_one_store_read_each_others_writes_at_once() {
+    use moor::store::etcd::{EtcdConfig, EtcdStore};
+    let etcd = apiserver_support::etcd_support::EtcdInstance::start();
+    let connect = || async {
+        std::sync::Arc::new(
+            EtcdStore::connect(EtcdConfig::new(vec![etcd.endpoint()]))
+                .await
+                .unwrap(),
+        )
+    };
+    let a = TestServer::start_on_store(connect().await).await;
+    // B's caches hear of every write 300 ms late.
+    let b = TestServer::start_on_store(std::sync::Arc::new(SlowWatches(connect().await))).await;
+    let via_a: Api<ConfigMap> = Api::namespaced(a.client(), "default");
+    let via_b: Api<ConfigMap> = Api::namespaced(b.client(), "default");
+    for i in 0..5 {
+        let name = format!("x{i}");
+        via_a
+            .create(&PostParams::default(), &cm(&name, "1"))
+            .await
+            .unwrap();
+        // A consistent read on the other server never misses an acknowledged write.
+        assert!(
+            via_b.get_opt(&name).await.unwrap().is_some(),
+            "{name} missing on b"
+        );
+        let listed = via_b.list(&ListParams::default()).await.unwrap();
+        assert_eq!(listed.items.len(), i + 1);
+    }
+}

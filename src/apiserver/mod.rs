@@ -84,6 +84,9 @@ pub struct Inner {
     /// Per resource, the revision of the latest write this server acknowledged: a
     /// consistent read waits until the cache has it.
     acked: HashMap<(&'static str, &'static str), AtomicI64>,
+    /// Whether other servers write to the same store (etcd), so consistent reads must
+    /// check the store's revision too.
+    shared_store: bool,
     shutdown: CancellationToken,
 }
 
@@ -124,10 +127,21 @@ impl ApiServer {
                 store,
                 caches,
                 acked,
+                shared_store: false,
                 shutdown,
             }),
             tasks: TaskTracker::new(),
         }
+    }
+
+    /// Declare that other API servers write to the same store (several `moor server` on
+    /// one etcd): consistent reads then also check the store's current revision. Call before
+    /// [`start`](Self::start).
+    pub fn with_shared_store(mut self, shared: bool) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.shared_store = shared;
+        }
+        self
     }
 
     /// Keep `events` past events per resource for watches resuming from a resourceVersion

@@ -128,17 +128,36 @@ impl Inner {
             .ok_or_else(|| ApiError::internal(format!("no cache for {}", target.info.plural)))
     }
 
-    async fn wait_fresh(&self, target: &Target, freshness: &Freshness) -> Result<(), ApiError> {
+    /// Make sure the cache can answer a read of `freshness`: `Ok(None)` when it can,
+    /// `Ok(Some(revision))` when the read must go to the store at that revision instead.
+    ///
+    /// This server's own acknowledged writes are always awaited in the cache. On a store
+    /// other servers also write (etcd), a consistent read must also see their writes: the
+    /// cache proves it has them when its revision reaches the store's current one;
+    /// otherwise the read goes to the store, as kube-apiserver's consistent reads did before
+    /// they could rely on watch progress notifications.
+    async fn wait_fresh(
+        &self,
+        target: &Target,
+        freshness: &Freshness,
+    ) -> Result<Option<Revision>, ApiError> {
         let cache = self.cache(target)?;
         let needed = match freshness {
             Freshness::Consistent => self.acknowledged(target.info),
             Freshness::NotOlderThan(r) => *r,
-            Freshness::Any | Freshness::Exact(_) => return Ok(()),
+            Freshness::Any | Freshness::Exact(_) => return Ok(None),
         };
         cache
             .wait_for(needed, CATCH_UP)
             .await
-            .map_err(|e| ApiError::timeout(e.to_string()))
+            .map_err(|e| ApiError::timeout(e.to_string()))?;
+        if matches!(freshness, Freshness::Consistent) && self.shared_store {
+            let current = self.store.current_revision().await?;
+            if cache.revision() < current {
+                return Ok(Some(current));
+            }
+        }
+        Ok(None)
     }
 
     /// GET of one object.
@@ -168,7 +187,13 @@ impl Inner {
                 .map_err(|e| ApiError::internal(e.to_string()))?;
             return Ok(json_response(StatusCode::OK, obj.bytes));
         }
-        self.wait_fresh(target, &freshness).await?;
+        if self.wait_fresh(target, &freshness).await?.is_some() {
+            let (kv, _) = self.store.get(&key).await?;
+            let kv = kv.ok_or_else(|| ApiError::not_found(info.group, info.plural, name))?;
+            let obj = CachedObject::from_store(&kv.value, kv.mod_revision)
+                .map_err(|e| ApiError::internal(e.to_string()))?;
+            return Ok(json_response(StatusCode::OK, obj.bytes));
+        }
         let (obj, _) = self.cache(target)?.get(&key);
         let obj = obj.ok_or_else(|| ApiError::not_found(info.group, info.plural, name))?;
         Ok(json_response(StatusCode::OK, obj.bytes.clone()))
@@ -180,30 +205,34 @@ impl Inner {
         let filter = filter(target, params)?;
         let limit = params.number("limit")?.unwrap_or(0) as usize;
         let prefix = info.prefix(target.namespace.as_deref());
-        let (objects, revision, more): (Vec<(String, Bytes)>, Revision, bool) = if let Some(token) =
-            params.get("continue")
-        {
-            let (revision, after) = decode_continue(token)?;
-            self.list_from_store(&prefix, revision, &after, limit, &filter)
-                .await?
-        } else {
-            match freshness(params)? {
-                Freshness::Exact(rev) => {
-                    self.list_from_store(&prefix, rev, "", limit, &filter)
-                        .await?
+        let (objects, revision, more): (Vec<(String, Bytes)>, Revision, bool) =
+            if let Some(token) = params.get("continue") {
+                let (revision, after) = decode_continue(token)?;
+                self.list_from_store(&prefix, revision, &after, limit, &filter)
+                    .await?
+            } else {
+                match freshness(params)? {
+                    Freshness::Exact(rev) => {
+                        self.list_from_store(&prefix, rev, "", limit, &filter)
+                            .await?
+                    }
+                    fresh => {
+                        if let Some(at) = self.wait_fresh(target, &fresh).await? {
+                            self.list_from_store(&prefix, at, "", limit, &filter)
+                                .await?
+                        } else {
+                            let (snapshot, more) =
+                                self.cache(target)?.list(&prefix, None, limit, &filter);
+                            let objects = snapshot
+                                .objects
+                                .into_iter()
+                                .map(|(k, o)| (k, o.bytes.clone()))
+                                .collect();
+                            (objects, snapshot.revision, more)
+                        }
+                    }
                 }
-                fresh => {
-                    self.wait_fresh(target, &fresh).await?;
-                    let (snapshot, more) = self.cache(target)?.list(&prefix, None, limit, &filter);
-                    let objects = snapshot
-                        .objects
-                        .into_iter()
-                        .map(|(k, o)| (k, o.bytes.clone()))
-                        .collect();
-                    (objects, snapshot.revision, more)
-                }
-            }
-        };
+            };
         let mut list_meta = json!({"resourceVersion": revision.to_string()});
         if more && let Some((last, _)) = objects.last() {
             list_meta["continue"] = json!(encode_continue(revision, last));

@@ -63,7 +63,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
     let addr = listener.local_addr()?;
-    let server = ApiServer::new(store, shutdown.clone());
+    let server = ApiServer::new(store, shutdown.clone()).with_shared_store(embedded.is_none());
     server.start().await.context("starting the API server")?;
     std::fs::create_dir_all(&args.backend.data_dir)
         .with_context(|| format!("creating {}", args.backend.data_dir.display()))?;

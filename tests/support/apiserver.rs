@@ -34,6 +34,20 @@ impl TestServer {
         Self::start_with(backend, |s| s).await
     }
 
+    /// A server on an etcd someone else runs (several servers on one etcd).
+    pub async fn start_on_etcd(endpoint: &str) -> Self {
+        let store = EtcdStore::connect(EtcdConfig::new(vec![endpoint.to_owned()]))
+            .await
+            .unwrap();
+        Self::start_on_store(Arc::new(store)).await
+    }
+
+    /// A server on a store shared with other servers.
+    pub async fn start_on_store(store: Arc<dyn Store>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        Self::serve(store, true, None, dir, |s| s).await
+    }
+
     pub async fn start_with(
         backend: Backend,
         configure: impl FnOnce(ApiServer) -> ApiServer,
@@ -56,8 +70,19 @@ impl TestServer {
                 (Arc::new(store), Some(etcd))
             }
         };
+        let shared = matches!(backend, Backend::Etcd);
+        Self::serve(store, shared, etcd, dir, configure).await
+    }
+
+    async fn serve(
+        store: Arc<dyn Store>,
+        shared: bool,
+        etcd: Option<etcd_support::EtcdInstance>,
+        dir: tempfile::TempDir,
+        configure: impl FnOnce(ApiServer) -> ApiServer,
+    ) -> Self {
         let shutdown = CancellationToken::new();
-        let server = configure(ApiServer::new(store, shutdown.clone()));
+        let server = configure(ApiServer::new(store, shutdown.clone()).with_shared_store(shared));
         server.start().await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
