@@ -453,8 +453,9 @@ pub fn is_dns1035_label(s: &str) -> Vec<String> {
     errs
 }
 
-/// Upstream `IsQualifiedName` (label and annotation keys).
-fn is_qualified_name(value: &str) -> Vec<String> {
+/// Upstream `IsQualifiedName` (label and annotation keys): the list of problems, empty
+/// when valid. Label selectors use it too.
+pub fn is_qualified_name(value: &str) -> Vec<String> {
     let mut errs = Vec::new();
     let parts: Vec<&str> = value.split('/').collect();
     let name = match parts.as_slice() {
@@ -500,8 +501,9 @@ fn is_qualified_name(value: &str) -> Vec<String> {
     errs
 }
 
-/// Upstream `IsValidLabelValue`.
-fn is_valid_label_value(value: &str) -> Vec<String> {
+/// Upstream `IsValidLabelValue`: the list of problems, empty when valid. Label selectors
+/// use it too.
+pub fn is_valid_label_value(value: &str) -> Vec<String> {
     let mut errs = Vec::new();
     if value.len() > LABEL_VALUE_MAX {
         errs.push(max_len_error(LABEL_VALUE_MAX));

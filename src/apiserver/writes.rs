@@ -364,12 +364,7 @@ impl Inner {
         if let Some(rv) = &precondition
             && rv.parse::<Revision>().ok() != Some(kv.mod_revision)
         {
-            return Err(ApiError::conflict(
-                info.group,
-                info.plural,
-                &name,
-                "the object has been modified; please apply your changes to the latest version and try again",
-            ));
+            return Err(stale(info, &name));
         }
         let new = match target.subresource {
             Some(Subresource::Status) => with_status_of(&old, &obj),
@@ -400,12 +395,7 @@ impl Inner {
             if let Some(rv) = &rv
                 && rv.parse::<Revision>().ok() != Some(kv.mod_revision)
             {
-                return Err(ApiError::conflict(
-                    info.group,
-                    info.plural,
-                    &name,
-                    "the object has been modified; please apply your changes to the latest version and try again",
-                ));
+                return Err(stale(info, &name));
             }
             check_type(info, &mut patched)?;
             if target.subresource.is_none() {
@@ -425,12 +415,7 @@ impl Inner {
                 other => return other,
             }
         }
-        Err(ApiError::conflict(
-            info.group,
-            info.plural,
-            &name,
-            "too many concurrent writers; try again",
-        ))
+        Err(too_busy(info, &name))
     }
 
     /// Server-side apply: merge the applied configuration into the live object (or create
@@ -517,12 +502,7 @@ impl Inner {
                 other => return other,
             }
         }
-        Err(ApiError::conflict(
-            info.group,
-            info.plural,
-            &name,
-            "too many concurrent writers; try again",
-        ))
+        Err(too_busy(info, &name))
     }
 
     /// The common end of every update: system metadata kept, status/spec separation,
@@ -596,12 +576,7 @@ impl Inner {
                     Ok(Written::ok(with_revision(new, revision)))
                 }
                 DeleteOutcome::NotFound => Err(ApiError::not_found(info.group, info.plural, &name)),
-                DeleteOutcome::Conflict(_) => Err(ApiError::conflict(
-                    info.group,
-                    info.plural,
-                    &name,
-                    "the object has been modified; please apply your changes to the latest version and try again",
-                )),
+                DeleteOutcome::Conflict(_) => Err(stale(info, &name)),
             };
         }
 
@@ -623,12 +598,7 @@ impl Inner {
                 self.acknowledge(info, written.mod_revision);
                 Ok(Written::ok(with_revision(new, written.mod_revision)))
             }
-            UpdateOutcome::Conflict(_) => Err(ApiError::conflict(
-                info.group,
-                info.plural,
-                &name,
-                "the object has been modified; please apply your changes to the latest version and try again",
-            )),
+            UpdateOutcome::Conflict(_) => Err(stale(info, &name)),
         }
     }
 
@@ -770,12 +740,7 @@ impl Inner {
                     self.acknowledge(info, w.mod_revision);
                     Ok(Written::accepted(with_revision(obj, w.mod_revision)))
                 }
-                UpdateOutcome::Conflict(_) => Err(ApiError::conflict(
-                    info.group,
-                    info.plural,
-                    &name,
-                    "the object has been modified; please apply your changes to the latest version and try again",
-                )),
+                UpdateOutcome::Conflict(_) => Err(stale(info, &name)),
             };
         }
         if dry_run {
@@ -787,12 +752,7 @@ impl Inner {
                 Ok(Written::ok(with_revision(obj, revision)))
             }
             DeleteOutcome::NotFound => Err(ApiError::not_found(info.group, info.plural, &name)),
-            DeleteOutcome::Conflict(_) => Err(ApiError::conflict(
-                info.group,
-                info.plural,
-                &name,
-                "the object has been modified; please apply your changes to the latest version and try again",
-            )),
+            DeleteOutcome::Conflict(_) => Err(stale(info, &name)),
         }
     }
 
@@ -825,12 +785,7 @@ impl Inner {
             if let Some(rv) = meta_str(&scale, "resourceVersion")
                 && rv.parse::<Revision>().ok() != Some(kv.mod_revision)
             {
-                return Err(ApiError::conflict(
-                    info.group,
-                    info.plural,
-                    &name,
-                    "the object has been modified; please apply your changes to the latest version and try again",
-                ));
+                return Err(stale(info, &name));
             }
             let mut new = old.clone();
             new["spec"]["replicas"] = json!(replicas);
@@ -849,12 +804,7 @@ impl Inner {
                 Err(e) => return Err(e),
             }
         }
-        Err(ApiError::conflict(
-            info.group,
-            info.plural,
-            &name,
-            "too many concurrent writers; try again",
-        ))
+        Err(too_busy(info, &name))
     }
 
     /// POST `pods/{name}/binding`: place an unscheduled pod on a node.
@@ -927,13 +877,28 @@ impl Inner {
                 Err(e) => return Err(e),
             }
         }
-        Err(ApiError::conflict(
-            info.group,
-            info.plural,
-            &name,
-            "too many concurrent writers; try again",
-        ))
+        Err(too_busy(info, &name))
     }
+}
+
+/// 409 for a write based on a stale resourceVersion, in upstream's words.
+fn stale(info: &ResourceInfo, name: &str) -> ApiError {
+    ApiError::conflict(
+        info.group,
+        info.plural,
+        name,
+        "the object has been modified; please apply your changes to the latest version and try again",
+    )
+}
+
+/// 409 when a retried write kept losing to concurrent writers.
+fn too_busy(info: &ResourceInfo, name: &str) -> ApiError {
+    ApiError::conflict(
+        info.group,
+        info.plural,
+        name,
+        "too many concurrent writers; try again",
+    )
 }
 
 /// Record in managedFields which fields the request's field manager set or changed (an
