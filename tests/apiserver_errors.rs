@@ -173,6 +173,54 @@ async fn bad_requests_get_status_errors() {
         "{status}"
     );
 
+    // Hostile patches: replacing the whole object with a number, metadata with a string.
+    let (code, _) = call(
+        &c,
+        "POST",
+        cms,
+        "application/json",
+        br#"{"metadata":{"name":"target"}}"#.to_vec(),
+    )
+    .await;
+    assert_eq!(code, 200);
+    let target = format!("{cms}/target");
+    let (code, status) = call(
+        &c,
+        "PATCH",
+        &target,
+        "application/json-patch+json",
+        br#"[{"op":"replace","path":"","value":5}]"#.to_vec(),
+    )
+    .await;
+    assert_eq!(code, 400, "{status}");
+    let (code, status) = call(
+        &c,
+        "PATCH",
+        &target,
+        "application/merge-patch+json",
+        br#"{"metadata":"x"}"#.to_vec(),
+    )
+    .await;
+    assert_eq!(code, 400, "{status}");
+    let (code, status) = call(
+        &c,
+        "PATCH",
+        &target,
+        "application/strategic-merge-patch+json",
+        br#"[1,2]"#.to_vec(),
+    )
+    .await;
+    assert_eq!(code, 400, "{status}");
+    let (code, status) = call(
+        &c,
+        "PATCH",
+        &target,
+        "application/apply-patch+yaml",
+        b"data: [unterminated".to_vec(),
+    )
+    .await;
+    assert_eq!(code, 400, "{status}");
+
     // The server is still fine.
     let (code, _) = call(&c, "GET", cms, "application/json", vec![]).await;
     assert_eq!(code, 200);

@@ -54,7 +54,13 @@ fn meta(obj: &Value) -> Option<&Map<String, Value>> {
     obj.get("metadata").and_then(Value::as_object)
 }
 
+/// The object's metadata map, created when absent or not a map. Callers have checked the
+/// object is a JSON object (check_type); anything else is replaced by one, so the final
+/// lookup cannot fail.
 fn meta_mut(obj: &mut Value) -> &mut Map<String, Value> {
+    if !obj.is_object() {
+        *obj = json!({});
+    }
     if !obj.get("metadata").is_some_and(Value::is_object)
         && let Some(map) = obj.as_object_mut()
     {
