@@ -3,7 +3,7 @@
 //! `serde_json::Value` objects.
 //!
 //! Which fields an object sets is read off the object and the kind's field metadata in
-//! [`schema`](crate::api::schema): object fields and the entries of string-keyed maps are
+//! [`schema`]: object fields and the entries of string-keyed maps are
 //! owned one by one, unless the map is `x-kubernetes-map-type: atomic`; lists are one value
 //! (atomic) unless the schema makes them a `set` (items owned one by one as `v:<value>`) or a
 //! `map` (items owned by their keys as `k:{...}`, and their fields one by one). A list with a

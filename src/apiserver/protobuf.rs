@@ -11,7 +11,7 @@
 //! 4-byte magic `k8s\0`, then a `runtime.Unknown` message whose `typeMeta` names the
 //! apiVersion/kind and whose `raw` holds the object's own message.
 //!
-//! The object is walked generically, field by field, against [`Message`] tables generated
+//! The object is walked generically, field by field, against `Message` tables generated
 //! from the prost definitions of the `k8s-pb` crate (field numbers and wire types) with the JSON
 //! names taken from `k8s-openapi` (the Go json tags). The tests in
 //! `tests/protobuf_decode.rs` encode objects with `k8s-pb`/prost and check the JSON against
