@@ -149,6 +149,22 @@ async fn crud(backend: Backend) {
         (0..7).map(|i| format!("page-{i}")).collect::<Vec<_>>()
     );
 
+    // Delete a collection by label: exactly the selected objects go.
+    cms.delete_collection(
+        &DeleteParams::default(),
+        &ListParams::default().labels("page=yes"),
+    )
+    .await
+    .unwrap();
+    assert!(
+        cms.list(&ListParams::default().labels("page=yes"))
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    assert!(cms.get_opt("a").await.unwrap().is_some());
+
     // Delete: gone, and a second delete is 404.
     cms.delete("a", &DeleteParams::default()).await.unwrap();
     assert!(cms.get_opt("a").await.unwrap().is_none());

@@ -14,10 +14,8 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Start `moor server` and wait for its "apiserver" ready line; returns the child and the
-/// time it took.
-fn start(data_dir: &std::path::Path, port: u16) -> (Child, Duration) {
-    let started = Instant::now();
+/// Start `moor server` and wait for its "apiserver" ready line.
+fn start(data_dir: &std::path::Path, port: u16) -> Child {
     let mut child = Command::new(env!("CARGO_BIN_EXE_moor"))
         .args(["server", "--data-dir"])
         .arg(data_dir)
@@ -37,10 +35,9 @@ fn start(data_dir: &std::path::Path, port: u16) -> (Child, Duration) {
             break;
         }
     }
-    let ready = started.elapsed();
     // Keep draining stdout so the server never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    (child, ready)
+    child
 }
 
 fn kubectl(kubeconfig: &std::path::Path, args: &[&str]) -> std::process::Output {
@@ -56,8 +53,9 @@ fn kubectl(kubeconfig: &std::path::Path, args: &[&str]) -> std::process::Output 
 fn server_starts_serves_kubectl_and_stops_gracefully() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let (mut child, ready) = start(dir.path(), port);
-    assert!(ready < Duration::from_secs(5), "took {ready:?}");
+    // How fast it gets ready is measured by the server itself (its ready line) and by the
+    // benchmarks, not asserted here.
+    let mut child = start(dir.path(), port);
     let kubeconfig = dir.path().join("kubeconfig.yaml");
     let out = kubectl(&kubeconfig, &["get", "ns", "-o", "name"]);
     assert!(out.status.success(), "{out:?}");
@@ -105,7 +103,7 @@ fn server_starts_serves_kubectl_and_stops_gracefully() {
     let _ = watch.wait();
 
     // Restart on the same data dir: the object is still there.
-    let (mut child, _) = start(dir.path(), port);
+    let mut child = start(dir.path(), port);
     let out = kubectl(
         &kubeconfig,
         &["get", "cm", "kept", "-o", "jsonpath={.data.a}"],

@@ -86,7 +86,7 @@ pub struct Inner {
     acked: HashMap<(&'static str, &'static str), AtomicI64>,
     /// Whether other servers write to the same store (etcd), so consistent reads must
     /// check the store's revision too.
-    shared_store: bool,
+    shared_store: std::sync::atomic::AtomicBool,
     shutdown: CancellationToken,
 }
 
@@ -127,7 +127,7 @@ impl ApiServer {
                 store,
                 caches,
                 acked,
-                shared_store: false,
+                shared_store: std::sync::atomic::AtomicBool::new(false),
                 shutdown,
             }),
             tasks: TaskTracker::new(),
@@ -137,10 +137,8 @@ impl ApiServer {
     /// Declare that other API servers write to the same store (several `moor server` on
     /// one etcd): consistent reads then also check the store's current revision. Call before
     /// [`start`](Self::start).
-    pub fn with_shared_store(mut self, shared: bool) -> Self {
-        if let Some(inner) = Arc::get_mut(&mut self.inner) {
-            inner.shared_store = shared;
-        }
+    pub fn with_shared_store(self, shared: bool) -> Self {
+        self.inner.shared_store.store(shared, Ordering::Relaxed);
         self
     }
 
@@ -350,7 +348,9 @@ async fn dispatch(inner: Arc<Inner>, core: bool, req: Request) -> Result<Respons
             if params.flag("watch")? {
                 inner.watch(&target, &params).await
             } else if wants_table(&headers) {
-                as_table(info, inner.list(&target, &params).await?, &params, true).await
+                let page = inner.list_page(&target, &params).await?;
+                let objects: Vec<&Value> = page.objects.iter().map(|(_, o)| &o.value).collect();
+                as_table(info, &objects, page.list_meta(), &params)
             } else {
                 inner.list(&target, &params).await
             }
@@ -359,7 +359,9 @@ async fn dispatch(inner: Arc<Inner>, core: bool, req: Request) -> Result<Respons
             if params.flag("watch")? {
                 inner.watch(&target, &params).await
             } else if wants_table(&headers) {
-                as_table(info, inner.get(&target, &params).await?, &params, false).await
+                let obj = inner.get_object(&target, &params).await?;
+                let meta = json!({"resourceVersion": obj.revision.to_string()});
+                as_table(info, &[&obj.value], meta, &params)
             } else {
                 inner.get(&target, &params).await
             }
@@ -431,12 +433,12 @@ fn wants_table(headers: &HeaderMap) -> bool {
         .any(|v| v.contains("as=Table"))
 }
 
-/// Turn a list or object response into the Table kubectl prints.
-async fn as_table(
+/// The Table kubectl prints for `objects`.
+fn as_table(
     info: &ResourceInfo,
-    response: Response,
+    objects: &[&Value],
+    list_meta: Value,
     params: &Params,
-    is_list: bool,
 ) -> Result<Response, ApiError> {
     let include = params.get("includeObject").unwrap_or("Metadata");
     if !matches!(include, "Object" | "Metadata" | "None") {
@@ -444,18 +446,7 @@ async fn as_table(
             "invalid includeObject {include:?}: expected Object, Metadata or None"
         )));
     }
-    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?;
-    let value: Value =
-        serde_json::from_slice(&body).map_err(|e| ApiError::internal(e.to_string()))?;
-    let (objects, list_meta) = if is_list {
-        let items = value["items"].as_array().cloned().unwrap_or_default();
-        (items, value["metadata"].clone())
-    } else {
-        let meta = json!({"resourceVersion": value.pointer("/metadata/resourceVersion")});
-        (vec![value], meta)
-    };
+    let objects: Vec<Value> = objects.iter().map(|v| (*v).clone()).collect();
     let table = table::table(
         info.group,
         info.kind,
@@ -483,23 +474,13 @@ impl Inner {
         options: &Value,
         params: &Params,
     ) -> Result<Response, ApiError> {
-        let list = self.list(target, params).await?;
-        let body = axum::body::to_bytes(list.into_body(), usize::MAX)
-            .await
-            .map_err(|e| ApiError::internal(e.to_string()))?;
-        let list: Value =
-            serde_json::from_slice(&body).map_err(|e| ApiError::internal(e.to_string()))?;
+        let page = self.list_page(target, params).await?;
         let mut deleted = Vec::new();
-        for item in list["items"].as_array().cloned().unwrap_or_default() {
-            let name = item
-                .pointer("/metadata/name")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            let ns = item.pointer("/metadata/namespace").and_then(Value::as_str);
+        for (_, obj) in &page.objects {
             let one = Target {
                 info: target.info,
-                namespace: ns.map(str::to_owned),
-                name: Some(name.to_owned()),
+                namespace: Some(obj.namespace.clone()).filter(|ns| !ns.is_empty()),
+                name: Some(obj.name.clone()),
                 subresource: None,
             };
             match self.delete(&one, options, params).await {

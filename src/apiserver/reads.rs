@@ -10,7 +10,7 @@ use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 use bytes::{BufMut, Bytes, BytesMut};
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::Inner;
@@ -90,6 +90,30 @@ fn filter(target: &Target, params: &Params) -> Result<Filter, ApiError> {
     })
 }
 
+/// One page of a list: objects in key order, the revision they reflect, and whether more
+/// follow.
+pub struct Page {
+    /// (storage key, object), in key order.
+    pub objects: Vec<(String, Arc<CachedObject>)>,
+    /// The revision the page was read at.
+    pub revision: Revision,
+    /// Whether more objects follow (a continue token is offered).
+    pub more: bool,
+}
+
+impl Page {
+    /// The list's metadata: its resourceVersion and, when more follow, the continue token.
+    pub fn list_meta(&self) -> Value {
+        let mut meta = json!({"resourceVersion": self.revision.to_string()});
+        if self.more
+            && let Some((last, _)) = self.objects.last()
+        {
+            meta["continue"] = json!(encode_continue(self.revision, last));
+        }
+        meta
+    }
+}
+
 /// An opaque continue token: the revision of the first page and the last key served.
 fn encode_continue(revision: Revision, key: &str) -> String {
     let hex: String = key.bytes().map(|b| format!("{b:02x}")).collect();
@@ -151,7 +175,9 @@ impl Inner {
             .wait_for(needed, CATCH_UP)
             .await
             .map_err(|e| ApiError::timeout(e.to_string()))?;
-        if matches!(freshness, Freshness::Consistent) && self.shared_store {
+        if matches!(freshness, Freshness::Consistent)
+            && self.shared_store.load(std::sync::atomic::Ordering::Relaxed)
+        {
             let current = self.store.current_revision().await?;
             if cache.revision() < current {
                 return Ok(Some(current));
@@ -160,12 +186,22 @@ impl Inner {
         Ok(None)
     }
 
-    /// GET of one object.
-    pub async fn get(&self, target: &Target, params: &Params) -> Result<Response, ApiError> {
+    /// One object, read with the freshness the request asks for.
+    pub async fn get_object(
+        &self,
+        target: &Target,
+        params: &Params,
+    ) -> Result<Arc<CachedObject>, ApiError> {
         let info = target.info;
         let name = target.name.as_deref().unwrap_or_default();
         let freshness = freshness(params)?;
         let key = info.key(target.namespace.as_deref(), name);
+        let not_found = || ApiError::not_found(info.group, info.plural, name);
+        let from_store = |kv: crate::store::KeyValue| {
+            CachedObject::from_store(&kv.value, kv.mod_revision)
+                .map(Arc::new)
+                .map_err(|e| ApiError::internal(e.to_string()))
+        };
         if let Freshness::Exact(rev) = freshness {
             let page = self
                 .store
@@ -178,82 +214,71 @@ impl Inner {
                     },
                 )
                 .await?;
-            let kv = page
-                .kvs
-                .into_iter()
-                .find(|kv| kv.key == key)
-                .ok_or_else(|| ApiError::not_found(info.group, info.plural, name))?;
-            let obj = CachedObject::from_store(&kv.value, kv.mod_revision)
-                .map_err(|e| ApiError::internal(e.to_string()))?;
-            return Ok(json_response(StatusCode::OK, obj.bytes));
+            let kv = page.kvs.into_iter().find(|kv| kv.key == key);
+            return from_store(kv.ok_or_else(not_found)?);
         }
         if self.wait_fresh(target, &freshness).await?.is_some() {
             let (kv, _) = self.store.get(&key).await?;
-            let kv = kv.ok_or_else(|| ApiError::not_found(info.group, info.plural, name))?;
-            let obj = CachedObject::from_store(&kv.value, kv.mod_revision)
-                .map_err(|e| ApiError::internal(e.to_string()))?;
-            return Ok(json_response(StatusCode::OK, obj.bytes));
+            return from_store(kv.ok_or_else(not_found)?);
         }
         let (obj, _) = self.cache(target)?.get(&key);
-        let obj = obj.ok_or_else(|| ApiError::not_found(info.group, info.plural, name))?;
+        obj.ok_or_else(not_found)
+    }
+
+    /// GET of one object.
+    pub async fn get(&self, target: &Target, params: &Params) -> Result<Response, ApiError> {
+        let obj = self.get_object(target, params).await?;
         Ok(json_response(StatusCode::OK, obj.bytes.clone()))
+    }
+
+    /// One page of a collection, read with the freshness the request asks for (or at the
+    /// revision of its continue token).
+    pub async fn list_page(&self, target: &Target, params: &Params) -> Result<Page, ApiError> {
+        let filter = filter(target, params)?;
+        let limit = params.number("limit")?.unwrap_or(0) as usize;
+        let prefix = target.info.prefix(target.namespace.as_deref());
+        if let Some(token) = params.get("continue") {
+            let (revision, after) = decode_continue(token)?;
+            return self
+                .list_from_store(&prefix, revision, &after, limit, &filter)
+                .await;
+        }
+        let fresh = freshness(params)?;
+        if let Freshness::Exact(rev) = fresh {
+            return self.list_from_store(&prefix, rev, "", limit, &filter).await;
+        }
+        if let Some(at) = self.wait_fresh(target, &fresh).await? {
+            return self.list_from_store(&prefix, at, "", limit, &filter).await;
+        }
+        let (snapshot, more) = self.cache(target)?.list(&prefix, None, limit, &filter);
+        Ok(Page {
+            objects: snapshot.objects,
+            revision: snapshot.revision,
+            more,
+        })
     }
 
     /// LIST of a collection (one page).
     pub async fn list(&self, target: &Target, params: &Params) -> Result<Response, ApiError> {
         let info = target.info;
-        let filter = filter(target, params)?;
-        let limit = params.number("limit")?.unwrap_or(0) as usize;
-        let prefix = info.prefix(target.namespace.as_deref());
-        let (objects, revision, more): (Vec<(String, Bytes)>, Revision, bool) =
-            if let Some(token) = params.get("continue") {
-                let (revision, after) = decode_continue(token)?;
-                self.list_from_store(&prefix, revision, &after, limit, &filter)
-                    .await?
-            } else {
-                match freshness(params)? {
-                    Freshness::Exact(rev) => {
-                        self.list_from_store(&prefix, rev, "", limit, &filter)
-                            .await?
-                    }
-                    fresh => {
-                        if let Some(at) = self.wait_fresh(target, &fresh).await? {
-                            self.list_from_store(&prefix, at, "", limit, &filter)
-                                .await?
-                        } else {
-                            let (snapshot, more) =
-                                self.cache(target)?.list(&prefix, None, limit, &filter);
-                            let objects = snapshot
-                                .objects
-                                .into_iter()
-                                .map(|(k, o)| (k, o.bytes.clone()))
-                                .collect();
-                            (objects, snapshot.revision, more)
-                        }
-                    }
-                }
-            };
-        let mut list_meta = json!({"resourceVersion": revision.to_string()});
-        if more && let Some((last, _)) = objects.last() {
-            list_meta["continue"] = json!(encode_continue(revision, last));
-        }
+        let page = self.list_page(target, params).await?;
         // The items are ready-made bytes; only the envelope is encoded here.
         let head = json!({
             "kind": format!("{}List", info.kind),
             "apiVersion": info.api_version(),
-            "metadata": list_meta,
+            "metadata": page.list_meta(),
         });
         let mut head = serde_json::to_vec(&head).map_err(|e| ApiError::internal(e.to_string()))?;
         head.pop(); // the closing brace
-        let size: usize = objects.iter().map(|(_, b)| b.len() + 1).sum();
+        let size: usize = page.objects.iter().map(|(_, o)| o.bytes.len() + 1).sum();
         let mut body = BytesMut::with_capacity(head.len() + size + 16);
         body.put_slice(&head);
         body.put_slice(b",\"items\":[");
-        for (i, (_, bytes)) in objects.iter().enumerate() {
+        for (i, (_, obj)) in page.objects.iter().enumerate() {
             if i > 0 {
                 body.put_u8(b',');
             }
-            body.put_slice(bytes);
+            body.put_slice(&obj.bytes);
         }
         body.put_slice(b"]}");
         Ok(json_response(StatusCode::OK, body.freeze()))
@@ -266,7 +291,7 @@ impl Inner {
         after: &str,
         limit: usize,
         filter: &Filter,
-    ) -> Result<(Vec<(String, Bytes)>, Revision, bool), ApiError> {
+    ) -> Result<Page, ApiError> {
         let mut objects = Vec::new();
         let mut start_after = (!after.is_empty()).then(|| after.to_owned());
         loop {
@@ -298,12 +323,20 @@ impl Inner {
                     continue;
                 }
                 if limit > 0 && objects.len() == limit {
-                    return Ok((objects, revision, true));
+                    return Ok(Page {
+                        objects,
+                        revision,
+                        more: true,
+                    });
                 }
-                objects.push((kv.key.clone(), obj.bytes));
+                objects.push((kv.key.clone(), Arc::new(obj)));
             }
             if !page.more {
-                return Ok((objects, revision, false));
+                return Ok(Page {
+                    objects,
+                    revision,
+                    more: false,
+                });
             }
         }
     }

@@ -307,15 +307,15 @@ impl Inner {
             .caches
             .get(&(info.group, info.plural))
             .and_then(|c| c.get(&key).0)
-            .map(|o| o.value.clone());
-        let namespace = match cached {
-            Some(ns) => ns,
+            .map(|o| meta_str(&o.value, "deletionTimestamp").is_some());
+        let terminating = match cached {
+            Some(terminating) => terminating,
             None => match self.store.get(&key).await?.0 {
-                Some(kv) => parse_stored(&kv)?,
+                Some(kv) => meta_str(&parse_stored(&kv)?, "deletionTimestamp").is_some(),
                 None => return Err(ApiError::not_found("", "namespaces", ns)),
             },
         };
-        if meta_str(&namespace, "deletionTimestamp").is_some() {
+        if terminating {
             return Err(ApiError {
                 code: 403,
                 reason: "Forbidden",
@@ -576,14 +576,8 @@ impl Inner {
             if dry_run {
                 return Ok(Written::ok(new));
             }
-            return match self.store.delete(&kv.key, Some(kv.mod_revision)).await? {
-                DeleteOutcome::Deleted { revision, .. } => {
-                    self.acknowledge(info, revision);
-                    Ok(Written::ok(with_revision(new, revision)))
-                }
-                DeleteOutcome::NotFound => Err(ApiError::not_found(info.group, info.plural, &name)),
-                DeleteOutcome::Conflict(_) => Err(stale(info, &name)),
-            };
+            let revision = self.remove(info, &name, &kv).await?;
+            return Ok(Written::ok(with_revision(new, revision)));
         }
 
         let mut old_cmp = old.clone();
@@ -595,17 +589,8 @@ impl Inner {
         if dry_run {
             return Ok(Written::ok(with_revision(new, kv.mod_revision)));
         }
-        match self
-            .store
-            .update(&kv.key, to_stored(&new)?, kv.mod_revision)
-            .await?
-        {
-            UpdateOutcome::Updated(written) => {
-                self.acknowledge(info, written.mod_revision);
-                Ok(Written::ok(with_revision(new, written.mod_revision)))
-            }
-            UpdateOutcome::Conflict(_) => Err(stale(info, &name)),
-        }
+        let revision = self.put(info, &name, &kv, &new).await?;
+        Ok(Written::ok(with_revision(new, revision)))
     }
 
     /// DELETE of one object.
@@ -737,28 +722,53 @@ impl Inner {
             }
             // Written directly: deletionTimestamp is the server's to set, so this does not
             // go through update's metadata protection.
-            return match self
-                .store
-                .update(&kv.key, to_stored(&obj)?, kv.mod_revision)
-                .await?
-            {
-                UpdateOutcome::Updated(w) => {
-                    self.acknowledge(info, w.mod_revision);
-                    Ok(Written::accepted(with_revision(obj, w.mod_revision)))
-                }
-                UpdateOutcome::Conflict(_) => Err(stale(info, &name)),
-            };
+            let revision = self.put(info, &name, &kv, &obj).await?;
+            return Ok(Written::accepted(with_revision(obj, revision)));
         }
         if dry_run {
             return Ok(Written::ok(obj));
         }
+        let revision = self.remove(info, &name, &kv).await?;
+        Ok(Written::ok(with_revision(obj, revision)))
+    }
+
+    /// Replace `kv` with `obj` if nobody wrote it since it was read (409 otherwise), and
+    /// record the write for consistent reads. Returns the new revision.
+    async fn put(
+        &self,
+        info: &ResourceInfo,
+        name: &str,
+        kv: &KeyValue,
+        obj: &Value,
+    ) -> Result<Revision, ApiError> {
+        match self
+            .store
+            .update(&kv.key, to_stored(obj)?, kv.mod_revision)
+            .await?
+        {
+            UpdateOutcome::Updated(written) => {
+                self.acknowledge(info, written.mod_revision);
+                Ok(written.mod_revision)
+            }
+            UpdateOutcome::Conflict(_) => Err(stale(info, name)),
+        }
+    }
+
+    /// Delete `kv` if nobody wrote it since it was read (409 otherwise, 404 when gone),
+    /// and record the write for consistent reads. Returns the delete's revision.
+    async fn remove(
+        &self,
+        info: &ResourceInfo,
+        name: &str,
+        kv: &KeyValue,
+    ) -> Result<Revision, ApiError> {
         match self.store.delete(&kv.key, Some(kv.mod_revision)).await? {
             DeleteOutcome::Deleted { revision, .. } => {
                 self.acknowledge(info, revision);
-                Ok(Written::ok(with_revision(obj, revision)))
+                Ok(revision)
             }
-            DeleteOutcome::NotFound => Err(ApiError::not_found(info.group, info.plural, &name)),
-            DeleteOutcome::Conflict(_) => Err(stale(info, &name)),
+            DeleteOutcome::NotFound => Err(ApiError::not_found(info.group, info.plural, name)),
+            DeleteOutcome::Conflict(_) => Err(stale(info, name)),
         }
     }
 
