@@ -19,7 +19,7 @@
 //! `$setElementOrder` upstream orders by the original list as its merge left it in place (new
 //! items written into the slots deleted ones vacated), and so does this module. The tests
 //! compare with the real `kubectl patch --local` on fixed and on generated apply-style
-//! patches (skipped where kubectl is not installed). Where upstream's result
+//! patches (kubectl comes from scripts/setup). Where upstream's result
 //! is an accident of its Go implementation the result here is the evident intent, and a
 //! stored object never receives a directive key:
 //!
