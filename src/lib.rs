@@ -15,4 +15,5 @@
 pub mod api;
 pub mod apiserver;
 pub mod cli;
+pub mod gitops;
 pub mod store;

@@ -53,6 +53,9 @@ pub fn apply_defaults(group: &str, kind: &str, obj: &mut Value) {
         ("apps", "Deployment") => default_deployment(root),
         ("apps", "ReplicaSet") => default_replica_set(root),
         ("discovery.k8s.io", "EndpointSlice") => default_endpoint_slice(root),
+        (crate::api::manifest_source::GROUP, crate::api::manifest_source::KIND) => {
+            crate::api::manifest_source::apply_defaults(root)
+        }
         // ConfigMap's only upstream default (`data` = empty map) is invisible on the wire;
         // ServiceAccount, Event and Lease have none.
         _ => {}

@@ -6,6 +6,7 @@
 pub mod apply;
 pub mod defaults;
 pub mod fields;
+pub mod manifest_source;
 pub mod registry;
 pub mod schema;
 pub mod selector;

@@ -246,6 +246,17 @@ pub static RESOURCES: &[ResourceInfo] = &[
         [],
         []
     ),
+    resource!(
+        "moor.dev",
+        "v1alpha1",
+        "manifestsources",
+        "manifestsource",
+        "ManifestSource",
+        false,
+        ["msrc"],
+        [],
+        [Status]
+    ),
 ];
 
 /// Look up a resource by group, version and plural (what a URL names).
@@ -327,6 +338,6 @@ mod tests {
     fn groups_are_listed_once() {
         let groups = groups();
         assert_eq!(groups[0], ("apps", vec!["v1"]));
-        assert_eq!(groups.len(), 3);
+        assert_eq!(groups.len(), 4);
     }
 }

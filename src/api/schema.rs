@@ -235,6 +235,11 @@ static KINDS: &[(&str, &str, Generate)] = &[
         "EndpointSlice",
         generate::<discovery::v1::EndpointSlice>,
     ),
+    (
+        crate::api::manifest_source::GROUP,
+        crate::api::manifest_source::KIND,
+        generate::<crate::api::manifest_source::ManifestSource>,
+    ),
 ];
 
 /// One upstream property annotation that k8s-openapi's schema lacks.

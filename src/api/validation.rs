@@ -2174,6 +2174,9 @@ pub fn validate(group: &str, kind: &str, obj: &Value, old: Option<&Value>) -> Ve
         ("", "Service") => validate_service(&mut e, root, old),
         ("", "ConfigMap") => validate_config_map(&mut e, root, old),
         ("", "Secret") => validate_secret(&mut e, root, old),
+        (crate::api::manifest_source::GROUP, crate::api::manifest_source::KIND) => {
+            e.0.extend(crate::api::manifest_source::validate(obj))
+        }
         _ => {}
     }
     e.0

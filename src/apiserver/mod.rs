@@ -216,6 +216,15 @@ impl ApiServer {
             .with_state(self.inner.clone())
     }
 
+    /// A Kubernetes client that calls this server's router directly, with no TCP hop: what
+    /// in-process components use, so they run the same client code as remote ones.
+    pub fn client(&self) -> kube::Client {
+        let service = tower::ServiceBuilder::new()
+            .map_request(|req: axum::http::Request<kube::client::Body>| req.map(Body::new))
+            .service(self.router());
+        kube::Client::new(service, "default")
+    }
+
     /// Serve HTTP on `listener` until the shutdown token fires; in-flight requests finish,
     /// open watches end.
     pub async fn serve(self, listener: tokio::net::TcpListener) -> std::io::Result<()> {

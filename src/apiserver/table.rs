@@ -429,6 +429,26 @@ const LEASE_COLUMNS: &[Column] = &[
     AGE,
 ];
 
+const MANIFEST_SOURCE_COLUMNS: &[Column] = &[
+    NAME,
+    col(
+        "Kind",
+        "string",
+        "Where the manifests come from: dir or git.",
+    ),
+    col(
+        "Revision",
+        "string",
+        "The revision last applied: a git commit, or a folder's content hash.",
+    ),
+    col("Ready", "string", "Whether the last revision is applied."),
+    col("Applied", "integer", "Objects this source owns."),
+    col("Pruned", "integer", "Objects the last sync pruned."),
+    AGE,
+    wide("Source", "string", "The folder path or the git URL."),
+    wide("Message", "string", "The Ready condition's message."),
+];
+
 /// What a custom resource without printer columns gets: its name and a `date` Age column.
 const DEFAULT_COLUMNS: &[Column] = &[NAME, col("Age", "date", DOC_CREATION_TIMESTAMP)];
 
@@ -451,6 +471,7 @@ enum Printer {
     Node,
     Event,
     Lease,
+    ManifestSource,
     Default,
 }
 
@@ -470,6 +491,7 @@ impl Printer {
             ("", "Node") => Printer::Node,
             ("", "Event") => Printer::Event,
             ("coordination.k8s.io", "Lease") => Printer::Lease,
+            ("moor.dev", "ManifestSource") => Printer::ManifestSource,
             _ => Printer::Default,
         }
     }
@@ -489,6 +511,7 @@ impl Printer {
             Printer::Node => NODE_COLUMNS,
             Printer::Event => EVENT_COLUMNS,
             Printer::Lease => LEASE_COLUMNS,
+            Printer::ManifestSource => MANIFEST_SOURCE_COLUMNS,
             Printer::Default => DEFAULT_COLUMNS,
         }
     }
@@ -531,10 +554,38 @@ impl Printer {
             Printer::Node => node_cells(obj, name(), age()),
             Printer::Event => event_cells(obj, now),
             Printer::Lease => vec![name(), s(obj, &["spec", "holderIdentity"]).into(), age()],
+            Printer::ManifestSource => manifest_source_cells(obj, name(), age()),
             Printer::Default => vec![name(), date_cell(obj, now)],
         };
         (cells, None)
     }
+}
+
+fn manifest_source_cells(obj: &Value, name: Value, age: Value) -> Vec<Value> {
+    let git = at(obj, &["spec", "git"]).is_some_and(|g| !g.is_null());
+    let (kind, source) = if git {
+        ("git", s(obj, &["spec", "git", "url"]).to_owned())
+    } else {
+        ("dir", s(obj, &["spec", "directory", "path"]).to_owned())
+    };
+    let revision = s(obj, &["status", "revision"]);
+    let short = revision.strip_prefix("sha256:").unwrap_or(revision);
+    let ready = arr(obj, &["status", "conditions"])
+        .iter()
+        .find(|c| s(c, &["type"]) == "Ready");
+    let ready_status = ready.map_or("Unknown", |c| s(c, &["status"]));
+    let message = ready.map_or("", |c| s(c, &["message"]));
+    vec![
+        name,
+        kind.into(),
+        short.chars().take(7).collect::<String>().into(),
+        ready_status.into(),
+        count(arr(obj, &["status", "inventory"]).len()),
+        Value::from(int(obj, &["status", "pruned"])),
+        age,
+        source.into(),
+        message.into(),
+    ]
 }
 
 /// A Go `int64` cell from a length.

@@ -190,7 +190,7 @@ fn admit(info: &ResourceInfo, obj: &mut Value, old: Option<&Value>) -> Result<()
 fn bumps_generation(info: &ResourceInfo) -> bool {
     matches!(
         info.kind,
-        "Deployment" | "ReplicaSet" | "Pod" | "Service" | "Node" | "Namespace"
+        "Deployment" | "ReplicaSet" | "Pod" | "Service" | "Node" | "Namespace" | "ManifestSource"
     )
 }
 

@@ -1,5 +1,7 @@
 //! The `moor` command line: one file per subcommand.
 
+pub mod apply;
+pub mod diff;
 pub mod server;
 pub mod store;
 
@@ -33,6 +35,11 @@ pub enum Command {
     Server(server::ServerArgs),
     /// Inspect, back up and restore the cluster store.
     Store(store::StoreArgs),
+    /// Show what applying a folder or git revision would change (exit 0: nothing, 1: changes,
+    /// 2: error).
+    Diff(diff::DiffArgs),
+    /// Apply a folder or git revision once, with the semantics of a ManifestSource.
+    Apply(apply::ApplyArgs),
 }
 
 /// Run a parsed command line; the returned code is the process exit code.
@@ -48,6 +55,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         match cli.command {
             Command::Server(args) => server::run(args).await,
             Command::Store(args) => store::run(args).await,
+            Command::Diff(args) => diff::run(args).await,
+            Command::Apply(args) => apply::run(args).await,
         }
     })
 }

@@ -12,7 +12,10 @@ use clap::Args;
 use tokio_util::sync::CancellationToken;
 
 use super::StoreBackendArgs;
+use crate::api::manifest_source::{DirectorySpec, GitSpec, ManifestSourceSpec};
 use crate::apiserver::ApiServer;
+use crate::gitops::controller::{SourceController, manifest_source_resource};
+use crate::gitops::source::git::GitReference;
 use crate::store::{Compactor, EmbeddedStore, Store};
 
 /// `moor server ...`
@@ -23,6 +26,21 @@ pub struct ServerArgs {
     /// Address to serve the Kubernetes API on. Plain HTTP, so loopback only until TLS lands.
     #[arg(long, default_value = "127.0.0.1:6443")]
     listen: SocketAddr,
+    /// Follow this folder of manifests (creates or updates the ManifestSource --source-name).
+    #[arg(long, conflicts_with = "git")]
+    manifests: Option<PathBuf>,
+    /// Follow this git repository (URL or local path).
+    #[arg(long)]
+    git: Option<String>,
+    /// Branch, tag (`tags/v1`) or commit of --git; the remote's default branch when absent.
+    #[arg(long = "ref", requires = "git", default_value = "")]
+    reference: String,
+    /// Sub-path of the --git repository holding the manifests.
+    #[arg(long, requires = "git", default_value = "")]
+    path: String,
+    /// Name of the ManifestSource that --manifests or --git creates.
+    #[arg(long, default_value = "manifests")]
+    source_name: String,
 }
 
 /// Run `moor server` until SIGINT or SIGTERM.
@@ -79,6 +97,24 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
         kubeconfig.display()
     );
 
+    let client = server.client();
+    if let Some(spec) = source_spec(&args)? {
+        let origin = match (&spec.directory, &spec.git) {
+            (Some(dir), _) => format!("folder {}", dir.path),
+            (_, Some(git)) => format!("git {}", crate::gitops::source::git::redact_url(&git.url)),
+            _ => String::new(),
+        };
+        declare_source(&client, &args.source_name, spec)
+            .await
+            .context("creating the ManifestSource")?;
+        println!(
+            "source     {}  ({origin})  kubectl get manifestsources",
+            args.source_name
+        );
+    }
+    let controller = SourceController::new(client, args.backend.data_dir.join("gitops"));
+    let gitops = tokio::spawn(controller.run(shutdown.clone()));
+
     let signal = shutdown.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
@@ -86,12 +122,78 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
         signal.cancel();
     });
     server.serve(listener).await.context("serving the API")?;
+    match gitops.await {
+        Ok(Err(e)) => tracing::warn!(error = %e, "the source controller stopped"),
+        Err(e) => tracing::warn!(error = %e, "the source controller panicked"),
+        Ok(Ok(())) => {}
+    }
     let _ = compactor.await;
     if let Some(store) = embedded {
         store.close().await;
     }
     println!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The ManifestSource spec `--manifests` or `--git` asks for, if any.
+fn source_spec(args: &ServerArgs) -> anyhow::Result<Option<ManifestSourceSpec>> {
+    if let Some(dir) = &args.manifests {
+        let absolute = std::fs::canonicalize(dir)
+            .with_context(|| format!("--manifests {}: folder not found", dir.display()))?;
+        return Ok(Some(ManifestSourceSpec {
+            directory: Some(DirectorySpec {
+                path: absolute.to_string_lossy().into_owned(),
+            }),
+            ..ManifestSourceSpec::default()
+        }));
+    }
+    let Some(url) = &args.git else {
+        return Ok(None);
+    };
+    // A local path is made absolute: the server may be started from anywhere.
+    let url = match std::fs::canonicalize(url) {
+        Ok(path) if !url.contains("://") => path.to_string_lossy().into_owned(),
+        _ => url.clone(),
+    };
+    let mut git = GitSpec {
+        url,
+        path: (!args.path.is_empty()).then(|| args.path.clone()),
+        ..GitSpec::default()
+    };
+    match crate::gitops::sync::parse_reference(&args.reference) {
+        GitReference::Branch(b) => git.branch = Some(b),
+        GitReference::Tag(t) => git.tag = Some(t),
+        GitReference::Commit(c) => git.commit = Some(c),
+        GitReference::DefaultBranch => {}
+    }
+    Ok(Some(ManifestSourceSpec {
+        git: Some(git),
+        ..ManifestSourceSpec::default()
+    }))
+}
+
+/// Create or update the ManifestSource `name` with `spec` (server-side apply, so fields set
+/// by hand with kubectl, like `suspend`, stay as they are).
+async fn declare_source(
+    client: &kube::Client,
+    name: &str,
+    spec: ManifestSourceSpec,
+) -> anyhow::Result<()> {
+    use kube::api::{Api, DynamicObject, Patch, PatchParams};
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), &manifest_source_resource());
+    let object = serde_json::json!({
+        "apiVersion": crate::api::manifest_source::API_VERSION,
+        "kind": crate::api::manifest_source::KIND,
+        "metadata": {"name": name},
+        "spec": spec,
+    });
+    api.patch(
+        name,
+        &PatchParams::apply("moor-server").force(),
+        &Patch::Apply(&object),
+    )
+    .await?;
+    Ok(())
 }
 
 async fn wait_for_signal() {

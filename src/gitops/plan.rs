@@ -1,0 +1,826 @@
+//! The plan: what applying one revision of a source would do to the cluster, object by
+//! object — create, update, replace, unchanged or prune — computed with a server-side
+//! dry-run of every object (the real defaults and validation) against the live state.
+//!
+//! Ownership is explicit: every object a source applies carries the label
+//! [`SOURCE_LABEL`]`=<source>` and the annotation [`REVISION_ANNOTATION`] (the revision that
+//! last changed it). Only objects carrying this source's label are ever pruned, and a
+//! Namespace only when this source created it ([`CREATED_BY_ANNOTATION`]).
+//!
+//! This module reads the cluster (lists, dry-runs) but never writes to it; [`super::apply`]
+//! carries a plan out.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
+use kube::Client;
+use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::kinds::{Catalog, Kind, ObjectId, tier};
+use super::loader::Manifest;
+use crate::api::manifest_source::SyncError;
+
+/// Label naming the source that owns an object.
+pub const SOURCE_LABEL: &str = "moor.dev/source";
+/// Annotation holding the source revision that last changed an object.
+pub const REVISION_ANNOTATION: &str = "moor.dev/revision";
+/// Annotation a source puts on Namespaces it created: only those does it ever prune.
+pub const CREATED_BY_ANNOTATION: &str = "moor.dev/created-by";
+/// Annotation by which a manifest opts in to being deleted and re-created when a change
+/// touches an immutable field (e.g. a Deployment's selector).
+pub const REPLACE_ANNOTATION: &str = "moor.dev/replace";
+
+/// How many requests a plan or an apply keeps in flight.
+pub const CONCURRENCY: usize = 64;
+
+/// The server-side-apply field manager of a source.
+pub fn field_manager(source: &str) -> String {
+    format!("moor-gitops/{source}")
+}
+
+/// What a plan is for.
+#[derive(Clone, Debug)]
+pub struct PlanOptions {
+    /// The source's name (its label value and field manager).
+    pub source: String,
+    /// The revision being planned.
+    pub revision: String,
+    /// Namespace for namespaced objects whose manifest names none.
+    pub default_namespace: String,
+    /// Whether owned objects that left the source are pruned.
+    pub prune: bool,
+    /// Whether a revision without objects may prune everything.
+    pub allow_empty: bool,
+}
+
+/// One object the source wants, ready to apply.
+#[derive(Clone, Debug)]
+pub struct Desired {
+    /// What it is.
+    pub id: ObjectId,
+    /// Its kind as the server serves it.
+    pub kind: Kind,
+    /// Where it is defined.
+    pub file: String,
+    /// The line of its document.
+    pub line: usize,
+    /// The object as it will be applied (namespace resolved, ownership marked).
+    pub object: Value,
+}
+
+/// What a plan does to one object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// The object does not exist yet.
+    Create,
+    /// The object exists and differs from the source.
+    Update,
+    /// The change touches immutable fields and the manifest opted in to delete + create.
+    Replace,
+    /// The object already is as the source wants it.
+    Unchanged,
+    /// The source owns the object but no longer defines it.
+    Prune,
+}
+
+/// One object's entry in a plan.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    /// What it is.
+    pub id: ObjectId,
+    /// What would happen.
+    pub action: Action,
+    /// Its kind as served.
+    pub kind: Kind,
+    /// Where it is defined (empty for prunes).
+    pub file: String,
+    /// Line of its document (0 for prunes).
+    pub line: usize,
+    /// The live object without server-managed fields (None when it does not exist);
+    /// Secret values masked.
+    pub live: Option<Value>,
+    /// The object as the server would store it after this apply, without server-managed
+    /// fields (None for prunes); Secret values masked.
+    pub planned: Option<Value>,
+    /// What server-side apply sends (None for prunes).
+    pub apply: Option<Value>,
+    /// [`fingerprint`] of the live object before masking (None when it does not exist).
+    pub live_fingerprint: Option<u64>,
+}
+
+/// The plan of one revision.
+#[derive(Clone, Debug, Default)]
+pub struct Plan {
+    /// The source planned.
+    pub source: String,
+    /// The revision planned.
+    pub revision: String,
+    /// Applies in dependency order, then prunes in reverse dependency order.
+    pub entries: Vec<Entry>,
+    /// Every problem found; a plan with any applies nothing.
+    pub errors: Vec<SyncError>,
+}
+
+/// How many objects a plan touches, per action.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    /// Objects to create.
+    pub create: usize,
+    /// Objects to update.
+    pub update: usize,
+    /// Objects to replace.
+    pub replace: usize,
+    /// Objects already as desired.
+    pub unchanged: usize,
+    /// Objects to prune.
+    pub prune: usize,
+}
+
+impl Plan {
+    /// Per-action counts.
+    pub fn counts(&self) -> Counts {
+        let mut counts = Counts::default();
+        for entry in &self.entries {
+            match entry.action {
+                Action::Create => counts.create += 1,
+                Action::Update => counts.update += 1,
+                Action::Replace => counts.replace += 1,
+                Action::Unchanged => counts.unchanged += 1,
+                Action::Prune => counts.prune += 1,
+            }
+        }
+        counts
+    }
+
+    /// Whether applying the plan would change anything.
+    pub fn has_changes(&self) -> bool {
+        self.entries
+            .iter()
+            .any(|entry| entry.action != Action::Unchanged)
+    }
+}
+
+fn error_at(file: &str, line: usize, message: impl Into<String>) -> SyncError {
+    SyncError {
+        file: file.to_owned(),
+        line: i64::try_from(line).unwrap_or(i64::MAX),
+        message: message.into(),
+    }
+}
+
+/// Resolve manifests into objects to apply: kinds looked up, namespaces filled in,
+/// server-managed fields dropped, ownership marked, duplicates found. Every problem is
+/// returned, not just the first.
+pub fn prepare(
+    manifests: Vec<Manifest>,
+    catalog: &Catalog,
+    options: &PlanOptions,
+) -> (Vec<Desired>, Vec<SyncError>) {
+    let mut desired = Vec::with_capacity(manifests.len());
+    let mut errors = Vec::new();
+    let mut seen: HashMap<ObjectId, (String, usize)> = HashMap::new();
+    for manifest in manifests {
+        let Manifest {
+            file,
+            line,
+            mut object,
+        } = manifest;
+        let text = |key: &str| object.get(key).and_then(Value::as_str).unwrap_or("");
+        let (api_version, kind_name) = (text("apiVersion").to_owned(), text("kind").to_owned());
+        let Some(kind) = catalog.get(&api_version, &kind_name) else {
+            errors.push(error_at(
+                &file,
+                line,
+                format!("unknown kind {kind_name} in {api_version}: the server does not serve it"),
+            ));
+            continue;
+        };
+        let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) else {
+            errors.push(error_at(&file, line, "metadata must be a mapping"));
+            continue;
+        };
+        // What `kubectl get -o yaml` exports but an apply must not send: these belong to
+        // the server, and a stale resourceVersion would turn the apply into a conflict.
+        for field in [
+            "resourceVersion",
+            "uid",
+            "creationTimestamp",
+            "generation",
+            "managedFields",
+            "selfLink",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+        ] {
+            meta.remove(field);
+        }
+        let namespace = if kind.namespaced {
+            let ns = meta
+                .get("namespace")
+                .and_then(Value::as_str)
+                .filter(|ns| !ns.is_empty())
+                .unwrap_or(&options.default_namespace)
+                .to_owned();
+            meta.insert("namespace".into(), Value::from(ns.clone()));
+            ns
+        } else {
+            meta.remove("namespace");
+            String::new()
+        };
+        let name = meta
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
+        set_string(meta, "labels", SOURCE_LABEL, &options.source);
+        set_string(meta, "annotations", REVISION_ANNOTATION, &options.revision);
+        if let Some(root) = object.as_object_mut() {
+            root.remove("status");
+        }
+        let id = ObjectId {
+            api_version,
+            kind: kind_name,
+            namespace,
+            name,
+        };
+        if let Some((other_file, other_line)) = seen.get(&id) {
+            errors.push(error_at(
+                &file,
+                line,
+                format!("{id} is defined twice: also in {other_file}:{other_line}"),
+            ));
+            continue;
+        }
+        seen.insert(id.clone(), (file.clone(), line));
+        desired.push(Desired {
+            id,
+            kind: kind.clone(),
+            file,
+            line,
+            object,
+        });
+    }
+    (desired, errors)
+}
+
+fn set_string(meta: &mut Map<String, Value>, map: &str, key: &str, value: &str) {
+    let entry = meta.entry(map).or_insert_with(|| Value::Object(Map::new()));
+    if !entry.is_object() {
+        *entry = Value::Object(Map::new());
+    }
+    if let Some(map) = entry.as_object_mut() {
+        map.insert(key.to_owned(), Value::from(value));
+    }
+}
+
+/// The API of one kind, namespaced when it is.
+pub fn api_for(client: &Client, kind: &Kind, namespace: &str) -> Api<DynamicObject> {
+    if kind.namespaced && !namespace.is_empty() {
+        Api::namespaced_with(client.clone(), namespace, &kind.resource)
+    } else {
+        Api::all_with(client.clone(), &kind.resource)
+    }
+}
+
+/// The id of a live object of `kind`.
+pub fn id_of(kind: &Kind, obj: &Value) -> ObjectId {
+    let meta = |key: &str| {
+        obj.pointer(&format!("/metadata/{key}"))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned()
+    };
+    ObjectId {
+        api_version: kind.resource.api_version.clone(),
+        kind: kind.resource.kind.clone(),
+        namespace: if kind.namespaced {
+            meta("namespace")
+        } else {
+            String::new()
+        },
+        name: meta("name"),
+    }
+}
+
+/// The live objects the plan needs: every object of a kind the source defines (to find
+/// the ones that exist but are not owned yet) and every object of any kind carrying this
+/// source's label (prune candidates).
+pub async fn live_objects(
+    client: &Client,
+    catalog: &Catalog,
+    desired: &[Desired],
+    source: &str,
+) -> Result<HashMap<ObjectId, (Kind, Value)>, kube::Error> {
+    let desired_kinds: HashSet<(&str, &str)> = desired
+        .iter()
+        .map(|d| (d.id.api_version.as_str(), d.id.kind.as_str()))
+        .collect();
+    let selector = format!("{SOURCE_LABEL}={source}");
+    // Futures are collected before being awaited: see apply.rs on rustc and Send.
+    let lists: Vec<BoxFuture<'_, _>> = catalog
+        .all()
+        .cloned()
+        .map(|kind| {
+            let all = desired_kinds.contains(&(
+                kind.resource.api_version.as_str(),
+                kind.resource.kind.as_str(),
+            ));
+            let params = if all {
+                ListParams::default()
+            } else {
+                ListParams::default().labels(&selector)
+            };
+            let api: Api<DynamicObject> = Api::all_with(client.clone(), &kind.resource);
+            async move { api.list(&params).await.map(|list| (kind, list.items)) }.boxed()
+        })
+        .collect();
+    let lists = futures::stream::iter(lists)
+        .buffer_unordered(8)
+        .collect::<Vec<_>>()
+        .await;
+    let mut live = HashMap::new();
+    for list in lists {
+        let (kind, items) = list?;
+        for item in items {
+            let value = serde_json::to_value(item).unwrap_or(Value::Null);
+            live.insert(id_of(&kind, &value), (kind.clone(), value));
+        }
+    }
+    Ok(live)
+}
+
+/// The object without what the server manages (status, uid, resourceVersion, generation,
+/// creationTimestamp, managedFields) and without the revision annotation, so two states
+/// compare equal exactly when the source would change nothing.
+pub fn normalize(obj: &Value) -> Value {
+    let mut obj = obj.clone();
+    if let Some(root) = obj.as_object_mut() {
+        root.remove("status");
+        if let Some(meta) = root.get_mut("metadata").and_then(Value::as_object_mut) {
+            for field in [
+                "resourceVersion",
+                "uid",
+                "creationTimestamp",
+                "generation",
+                "managedFields",
+                "selfLink",
+            ] {
+                meta.remove(field);
+            }
+            if let Some(annotations) = meta.get_mut("annotations").and_then(Value::as_object_mut) {
+                annotations.remove(REVISION_ANNOTATION);
+                if annotations.is_empty() {
+                    meta.remove("annotations");
+                }
+            }
+        }
+    }
+    obj
+}
+
+/// A hash of the normalized object: equal for states the source considers the same.
+pub fn fingerprint(obj: &Value) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    normalize(obj).to_string().hash(&mut hasher);
+    hasher.finish()
+}
+
+/// Compute the plan of `desired` against the live cluster. Transport failures (the server
+/// unreachable) are an `Err`; everything wrong with the source's objects is in
+/// [`Plan::errors`].
+pub async fn plan(
+    client: &Client,
+    catalog: &Catalog,
+    desired: Vec<Desired>,
+    mut errors: Vec<SyncError>,
+    options: &PlanOptions,
+) -> Result<Plan, kube::Error> {
+    let live = live_objects(client, catalog, &desired, &options.source).await?;
+    let desired_ids: HashSet<ObjectId> = desired.iter().map(|d| d.id.clone()).collect();
+    let namespace_exists = |ns: &str| {
+        live.keys()
+            .any(|id| id.api_version == "v1" && id.kind == "Namespace" && id.name == ns)
+    };
+    let created_namespaces: HashSet<String> = desired
+        .iter()
+        .filter(|d| d.id.api_version == "v1" && d.id.kind == "Namespace")
+        .filter(|d| !namespace_exists(&d.id.name))
+        .map(|d| d.id.name.clone())
+        .collect();
+
+    let manager = field_manager(&options.source);
+    let planned: Vec<BoxFuture<'_, _>> = desired.into_iter().map(|mut d| {
+        let live = live.get(&d.id).map(|(_, obj)| obj.clone());
+        let client = client.clone();
+        let manager = manager.clone();
+        let waits_for_namespace = created_namespaces.contains(&d.id.namespace);
+        let source = options.source.clone();
+        async move {
+            if let Some(owner) = live
+                .as_ref()
+                .and_then(|obj| obj.pointer(&format!("/metadata/labels/{}", escape(SOURCE_LABEL))))
+                .and_then(Value::as_str)
+                .filter(|owner| *owner != source)
+            {
+                return Err(error_at(
+                    &d.file,
+                    d.line,
+                    format!("{} belongs to ManifestSource {owner:?}: two sources may not define the same object", d.id),
+                ));
+            }
+            mark_namespace_created(&mut d, live.as_ref(), &source);
+            let outcome = if waits_for_namespace {
+                // Its namespace is created by this same revision, so the server cannot
+                // dry-run it yet: run the same admission code locally.
+                local_admission(&d).map(|obj| (obj, false))
+            } else {
+                dry_run(&client, &d, &manager).await
+            };
+            let (result, replace) = outcome?;
+            let action = match (&live, replace) {
+                (None, _) => Action::Create,
+                (Some(_), true) => Action::Replace,
+                (Some(live), false) if normalize(live) == normalize(&result) => {
+                    Action::Unchanged
+                }
+                (Some(_), false) => Action::Update,
+            };
+            let live_fingerprint = live.as_ref().map(fingerprint);
+            let mut live = live.as_ref().map(normalize);
+            let mut planned = Some(normalize(&result));
+            if d.id.api_version == "v1" && d.id.kind == "Secret" {
+                mask_secret(live.as_mut(), planned.as_mut());
+            }
+            Ok(Entry {
+                id: d.id,
+                action,
+                kind: d.kind,
+                file: d.file,
+                line: d.line,
+                live,
+                planned,
+                apply: Some(d.object),
+                live_fingerprint,
+            })
+        }
+        .boxed()
+    }).collect();
+    let planned = futures::stream::iter(planned)
+        .buffer_unordered(CONCURRENCY)
+        .collect::<Vec<_>>()
+        .await;
+
+    let mut entries = Vec::new();
+    for outcome in planned {
+        match outcome {
+            Ok(entry) => entries.push(entry),
+            Err(error) => errors.push(error),
+        }
+    }
+    entries.sort_by(|a, b| {
+        (tier(a.id.group(), &a.id.kind), &a.id).cmp(&(tier(b.id.group(), &b.id.kind), &b.id))
+    });
+
+    let mut prunes: Vec<Entry> = live
+        .into_iter()
+        .filter(|(id, (_, obj))| {
+            !desired_ids.contains(id)
+                && owned_by(obj, &options.source)
+                && prunable(id, obj, &options.source)
+        })
+        .map(|(id, (kind, obj))| Entry {
+            id,
+            action: Action::Prune,
+            kind,
+            file: String::new(),
+            line: 0,
+            live: Some(normalize(&obj)),
+            planned: None,
+            apply: None,
+            live_fingerprint: Some(fingerprint(&obj)),
+        })
+        .collect();
+    if !options.prune {
+        prunes.clear();
+    }
+    if desired_ids.is_empty() && !prunes.is_empty() && !options.allow_empty {
+        errors.push(SyncError {
+            file: String::new(),
+            line: 0,
+            message: format!(
+                "refusing to prune all {} objects this source owns: revision {} defines no objects \
+                 (an emptied or missing folder, or a wrong path or ref?); set spec.allowEmpty: true to allow it",
+                prunes.len(),
+                options.revision
+            ),
+        });
+    }
+    for entry in &mut prunes {
+        if entry.id.api_version == "v1" && entry.id.kind == "Secret" {
+            mask_secret(entry.live.as_mut(), None);
+        }
+    }
+    prunes.sort_by(|a, b| {
+        tier(b.id.group(), &b.id.kind)
+            .cmp(&tier(a.id.group(), &a.id.kind))
+            .then_with(|| a.id.cmp(&b.id))
+    });
+    entries.extend(prunes);
+    errors.sort_by(|a, b| (&a.file, a.line, &a.message).cmp(&(&b.file, b.line, &b.message)));
+    Ok(Plan {
+        source: options.source.clone(),
+        revision: options.revision.clone(),
+        entries,
+        errors,
+    })
+}
+
+/// JSON-pointer escaping of one key (`/` becomes `~1`).
+fn escape(key: &str) -> String {
+    key.replace('~', "~0").replace('/', "~1")
+}
+
+fn owned_by(obj: &Value, source: &str) -> bool {
+    obj.pointer(&format!("/metadata/labels/{}", escape(SOURCE_LABEL)))
+        .and_then(Value::as_str)
+        == Some(source)
+}
+
+/// Namespaces are pruned only when this source created them: deleting a namespace deletes
+/// everything in it, including what others put there.
+fn prunable(id: &ObjectId, obj: &Value, source: &str) -> bool {
+    if id.api_version == "v1" && id.kind == "Namespace" {
+        obj.pointer(&format!(
+            "/metadata/annotations/{}",
+            escape(CREATED_BY_ANNOTATION)
+        ))
+        .and_then(Value::as_str)
+            == Some(source)
+    } else {
+        true
+    }
+}
+
+/// A Namespace this source creates (or created earlier) carries the created-by annotation
+/// in every apply, so server-side apply keeps it; one that existed before never gets it.
+fn mark_namespace_created(d: &mut Desired, live: Option<&Value>, source: &str) {
+    if d.id.api_version != "v1" || d.id.kind != "Namespace" {
+        return;
+    }
+    let ours = match live {
+        None => true,
+        Some(live) => prunable(&d.id, live, source),
+    };
+    if ours && let Some(meta) = d.object.get_mut("metadata").and_then(Value::as_object_mut) {
+        set_string(meta, "annotations", CREATED_BY_ANNOTATION, source);
+    }
+}
+
+/// Server-side dry-run of the apply: the object as the server would store it, and whether
+/// it needs a replace (an immutable field changes and the manifest opted in).
+async fn dry_run(client: &Client, d: &Desired, manager: &str) -> Result<(Value, bool), SyncError> {
+    let api = api_for(client, &d.kind, &d.id.namespace);
+    let params = PatchParams::apply(manager).force().dry_run();
+    match api
+        .patch(&d.id.name, &params, &Patch::Apply(&d.object))
+        .await
+    {
+        Ok(obj) => Ok((serde_json::to_value(obj).unwrap_or(Value::Null), false)),
+        Err(kube::Error::Api(status)) if status.code == 422 && mentions_immutable(&status) => {
+            if opted_in_to_replace(&d.object) {
+                local_admission(d).map(|obj| (obj, true))
+            } else {
+                Err(error_at(
+                    &d.file,
+                    d.line,
+                    format!(
+                        "{}: {} (a change to an immutable field: annotate the manifest with {REPLACE_ANNOTATION}: \"true\" to delete and re-create the object)",
+                        d.id, status.message
+                    ),
+                ))
+            }
+        }
+        Err(kube::Error::Api(status)) => Err(error_at(
+            &d.file,
+            d.line,
+            format!("{}: {}", d.id, status.message),
+        )),
+        Err(other) => Err(error_at(&d.file, d.line, format!("{}: {other}", d.id))),
+    }
+}
+
+fn mentions_immutable(status: &kube::core::Status) -> bool {
+    status.message.contains("immutable")
+        || status.details.as_ref().is_some_and(|details| {
+            details
+                .causes
+                .iter()
+                .any(|cause| cause.message.contains("immutable"))
+        })
+}
+
+fn opted_in_to_replace(obj: &Value) -> bool {
+    obj.pointer(&format!(
+        "/metadata/annotations/{}",
+        escape(REPLACE_ANNOTATION)
+    ))
+    .and_then(Value::as_str)
+        == Some("true")
+}
+
+/// The admission chain the API server runs (defaults, then validation), run here for
+/// objects the server cannot dry-run yet: those whose namespace this revision creates,
+/// and replacements (the old object still holds the name).
+fn local_admission(d: &Desired) -> Result<Value, SyncError> {
+    let mut obj = d.object.clone();
+    crate::api::defaults::apply_defaults(d.id.group(), &d.id.kind, &mut obj);
+    let problems = crate::api::validation::validate(d.id.group(), &d.id.kind, &obj, None);
+    if problems.is_empty() {
+        Ok(obj)
+    } else {
+        let messages: Vec<String> = problems.iter().map(|p| p.message()).collect();
+        Err(error_at(
+            &d.file,
+            d.line,
+            format!("{} is invalid: {}", d.id, messages.join(", ")),
+        ))
+    }
+}
+
+/// Replace every Secret value by a marker, so no value ever reaches a diff, a log or a
+/// status: equal values become `(hidden)`, differing ones `(hidden, before)` and
+/// `(hidden, after)`, so a diff still shows which keys changed.
+pub fn mask_secret(live: Option<&mut Value>, planned: Option<&mut Value>) {
+    fn values(obj: &Option<&mut Value>, field: &str) -> BTreeMap<String, Value> {
+        obj.as_ref()
+            .and_then(|o| o.get(field))
+            .and_then(Value::as_object)
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default()
+    }
+    let mut live = live;
+    let mut planned = planned;
+    for field in ["data", "stringData"] {
+        let before = values(&live, field);
+        let after = values(&planned, field);
+        let mask = |obj: &mut Option<&mut Value>,
+                    mine: &BTreeMap<String, Value>,
+                    other: &BTreeMap<String, Value>,
+                    tag: &str| {
+            let Some(map) = obj
+                .as_mut()
+                .and_then(|o| o.get_mut(field))
+                .and_then(Value::as_object_mut)
+            else {
+                return;
+            };
+            for (key, value) in map.iter_mut() {
+                let same = other.get(key) == mine.get(key);
+                *value = Value::from(if same {
+                    "(hidden)".to_owned()
+                } else {
+                    format!("(hidden, {tag})")
+                });
+            }
+        };
+        mask(&mut live, &before, &after, "before");
+        mask(&mut planned, &after, &before, "after");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn catalog() -> Catalog {
+        Catalog::from_registry()
+    }
+
+    fn options() -> PlanOptions {
+        PlanOptions {
+            source: "apps".into(),
+            revision: "abc123".into(),
+            default_namespace: "default".into(),
+            prune: true,
+            allow_empty: false,
+        }
+    }
+
+    fn manifest(file: &str, line: usize, object: Value) -> Manifest {
+        Manifest {
+            file: file.into(),
+            line,
+            object,
+        }
+    }
+
+    #[test]
+    fn prepare_marks_ownership_and_resolves_namespaces() {
+        let (desired, errors) = prepare(
+            vec![
+                manifest(
+                    "a.yaml",
+                    1,
+                    json!({"apiVersion": "v1", "kind": "ConfigMap",
+                       "metadata": {"name": "c", "resourceVersion": "7", "uid": "u"},
+                       "status": {"x": 1}}),
+                ),
+                manifest(
+                    "a.yaml",
+                    9,
+                    json!({"apiVersion": "v1", "kind": "Namespace",
+                       "metadata": {"name": "team", "namespace": "ignored"}}),
+                ),
+            ],
+            &catalog(),
+            &options(),
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        let cm = &desired[0];
+        assert_eq!(cm.id.namespace, "default");
+        assert_eq!(cm.object["metadata"]["labels"][SOURCE_LABEL], "apps");
+        assert_eq!(
+            cm.object["metadata"]["annotations"][REVISION_ANNOTATION],
+            "abc123"
+        );
+        assert!(cm.object["metadata"].get("resourceVersion").is_none());
+        assert!(cm.object.get("status").is_none());
+        assert_eq!(desired[1].id.namespace, "");
+        assert!(desired[1].object["metadata"].get("namespace").is_none());
+    }
+
+    #[test]
+    fn prepare_reports_unknown_kinds_and_duplicates_with_both_places() {
+        let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}});
+        let (desired, errors) = prepare(
+            vec![
+                manifest("a.yaml", 3, cm.clone()),
+                manifest("b/c.yaml", 12, cm),
+                manifest(
+                    "x.yaml",
+                    5,
+                    json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}}),
+                ),
+            ],
+            &catalog(),
+            &options(),
+        );
+        assert_eq!(desired.len(), 1);
+        let messages: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            messages,
+            vec![
+                "b/c.yaml:12: v1 ConfigMap default/c is defined twice: also in a.yaml:3",
+                "x.yaml:5: unknown kind Widget in example.com/v1: the server does not serve it",
+            ]
+        );
+    }
+
+    #[test]
+    fn normalize_ignores_server_fields_and_the_revision() {
+        let live = json!({"metadata": {"name": "c", "uid": "u", "resourceVersion": "9",
+            "generation": 2, "managedFields": [], "creationTimestamp": "t",
+            "annotations": {REVISION_ANNOTATION: "old"}}, "data": {"a": "1"}, "status": {}});
+        let planned = json!({"metadata": {"name": "c", "annotations": {REVISION_ANNOTATION: "new"}},
+            "data": {"a": "1"}});
+        assert_eq!(normalize(&live), normalize(&planned));
+        assert_eq!(fingerprint(&live), fingerprint(&planned));
+        let changed = json!({"metadata": {"name": "c"}, "data": {"a": "2"}});
+        assert_ne!(fingerprint(&live), fingerprint(&changed));
+    }
+
+    #[test]
+    fn secrets_are_masked_but_changed_keys_show() {
+        let mut live = json!({"data": {"user": "YQ==", "password": "b2xk"}});
+        let mut planned = json!({"data": {"user": "YQ==", "password": "bmV3", "token": "dA=="}});
+        mask_secret(Some(&mut live), Some(&mut planned));
+        assert_eq!(
+            live,
+            json!({"data": {"user": "(hidden)", "password": "(hidden, before)"}})
+        );
+        assert_eq!(
+            planned,
+            json!({"data": {"user": "(hidden)", "password": "(hidden, after)", "token": "(hidden, after)"}})
+        );
+    }
+
+    #[test]
+    fn only_namespaces_this_source_created_are_prunable() {
+        let id = ObjectId {
+            api_version: "v1".into(),
+            kind: "Namespace".into(),
+            namespace: String::new(),
+            name: "team".into(),
+        };
+        let ours = json!({"metadata": {"annotations": {CREATED_BY_ANNOTATION: "apps"}}});
+        let theirs = json!({"metadata": {}});
+        assert!(prunable(&id, &ours, "apps"));
+        assert!(!prunable(&id, &theirs, "apps"));
+        assert!(!prunable(&id, &ours, "other"));
+    }
+}
