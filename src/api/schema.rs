@@ -504,6 +504,9 @@ fn build_catalog() -> Catalog {
         .map(|(group, kind, generate)| (*group, *kind, generate(&mut generator)))
         .collect();
     let mut definitions = generator.take_definitions(true);
+    for definition in definitions.values_mut() {
+        plain_optionals(definition);
+    }
     for extension in EXTENSIONS {
         // A missing definition or property (k8s-openapi renamed something) leaves the field
         // unannotated rather than failing at runtime; a test catches it.
@@ -553,6 +556,45 @@ fn build_catalog() -> Catalog {
         }
     }
     Catalog { definitions, kinds }
+}
+
+/// Make `Option` fields of derived schemas (moor's own kinds) plain optional properties, as
+/// upstream writes them: schemars emits `anyOf: [T, null]`, which kubectl explain cannot
+/// follow; a reference becomes `allOf: [T]`, the form upstream uses beside a description.
+fn plain_optionals(schema: &mut Value) {
+    let Some(object) = schema.as_object_mut() else {
+        return;
+    };
+    if let Some(Value::Array(any_of)) = object.get("anyOf") {
+        let is_null = |s: &Value| {
+            s.get("type").and_then(Value::as_str) == Some("null")
+                || s.get("enum") == Some(&json!([null]))
+        };
+        if any_of.len() == 2 && any_of.iter().any(is_null) {
+            let kept = any_of
+                .iter()
+                .find(|s| !is_null(s))
+                .cloned()
+                .unwrap_or_default();
+            object.remove("anyOf");
+            if kept.get("$ref").is_some() {
+                object.insert("allOf".to_owned(), json!([kept]));
+            } else if let Value::Object(fields) = kept {
+                for (key, value) in fields {
+                    object.entry(key).or_insert(value);
+                }
+            }
+        }
+    }
+    for key in ["properties", "items", "additionalProperties"] {
+        match object.get_mut(key) {
+            Some(Value::Object(children)) if key == "properties" => {
+                children.values_mut().for_each(plain_optionals);
+            }
+            Some(child) => plain_optionals(child),
+            None => {}
+        }
+    }
 }
 
 /// Every generated definition (all served kinds and everything they reference), by upstream

@@ -564,7 +564,10 @@ impl Printer {
 fn manifest_source_cells(obj: &Value, name: Value, age: Value) -> Vec<Value> {
     let git = at(obj, &["spec", "git"]).is_some_and(|g| !g.is_null());
     let (kind, source) = if git {
-        ("git", s(obj, &["spec", "git", "url"]).to_owned())
+        (
+            "git",
+            crate::gitops::source::git::redact_url(s(obj, &["spec", "git", "url"])),
+        )
     } else {
         ("dir", s(obj, &["spec", "directory", "path"]).to_owned())
     };
