@@ -2,8 +2,7 @@
 //! values kube-apiserver's printers produce, checked against what kubectl shows on a real
 //! cluster for realistic objects, plus robustness against arbitrary JSON.
 
-#[path = "../src/apiserver/table.rs"]
-mod table;
+use moor::apiserver::table;
 
 use jiff::{SignedDuration, Timestamp};
 use proptest::prelude::*;
