@@ -544,9 +544,17 @@ enum ListKind {
 /// The `k:` element of an associative list item, or `None` when a key field is missing.
 fn key_element(item: &Value, keys: &[String]) -> Option<String> {
     let map = item.as_object()?;
+    let default_protocol = Value::from("TCP");
     let mut key = BTreeMap::new();
     for name in keys {
         match map.get(name) {
+            // Upstream fills a missing key field from the schema's default, and the only
+            // defaulted key fields of the served kinds are the `protocol` of container and
+            // service ports (TCP): so `ports: [{containerPort: 80}]` applies as it does on
+            // Kubernetes.
+            None | Some(Value::Null) if name == "protocol" => {
+                key.insert(name.as_str(), &default_protocol);
+            }
             None | Some(Value::Null) => return None,
             Some(value) => {
                 key.insert(name.as_str(), value);
@@ -1602,6 +1610,26 @@ mod tests {
                 .contains("duplicate entries for key [name=\"a\"]"),
             "{error}"
         );
+        // A port without its protocol is keyed by the default protocol, as upstream does.
+        let mut ports = config(3, "nginx");
+        ports["spec"]["template"]["spec"]["containers"][0]["ports"] =
+            json!([{"containerPort": 80}, {"containerPort": 80, "protocol": "UDP"}]);
+        let applied = apply("apps", "Deployment", None, &ports, "m", false, T1).unwrap();
+        let again = apply(
+            "apps",
+            "Deployment",
+            Some(&applied.object),
+            &ports,
+            "m",
+            false,
+            T1,
+        );
+        assert!(again.is_ok(), "{again:?}");
+        let mut twice = config(3, "nginx");
+        twice["spec"]["template"]["spec"]["containers"][0]["ports"] =
+            json!([{"containerPort": 80}, {"containerPort": 80, "protocol": "TCP"}]);
+        let error = apply("apps", "Deployment", None, &twice, "m", false, T1).unwrap_err();
+        assert!(error.to_string().contains("duplicate entries"), "{error}");
         let mut keyless = config(3, "nginx");
         keyless["spec"]["template"]["spec"]["containers"] = json!([{"image": "x"}]);
         let error = apply("apps", "Deployment", None, &keyless, "m", false, T1).unwrap_err();
