@@ -9,6 +9,9 @@
 //!   validation, selectors, patches), independent of HTTP.
 //! - [`apiserver`]: the Kubernetes REST API over the store — routing, watch caches, reads,
 //!   writes, discovery and OpenAPI.
+//! - [`gitops`]: desired state from folders and git repositories — sources, the manifest
+//!   loader, plans made by server-side dry-run, apply and safe prune, the source controller
+//!   that keeps the cluster following them, and the rendering of `moor diff`.
 //! - [`cli`]: the `moor` command line; one file per subcommand. `src/main.rs` only parses
 //!   arguments and calls into it.
 

@@ -41,6 +41,10 @@ pub struct ServerArgs {
     /// Name of the ManifestSource that --manifests or --git creates.
     #[arg(long, default_value = "manifests")]
     source_name: String,
+    /// Do not run the GitOps source controller in this process (e.g. on all but one of
+    /// several servers sharing an etcd, until leader election lands).
+    #[arg(long)]
+    disable_gitops: bool,
 }
 
 /// Run `moor server` until SIGINT or SIGTERM.
@@ -112,8 +116,12 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
             args.source_name
         );
     }
-    let controller = SourceController::new(client, args.backend.data_dir.join("gitops"));
-    let gitops = tokio::spawn(controller.run(shutdown.clone()));
+    let gitops = if args.disable_gitops {
+        None
+    } else {
+        let controller = SourceController::new(client, args.backend.data_dir.join("gitops"));
+        Some(tokio::spawn(controller.run(shutdown.clone())))
+    };
 
     let signal = shutdown.clone();
     tokio::spawn(async move {
@@ -122,10 +130,12 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
         signal.cancel();
     });
     server.serve(listener).await.context("serving the API")?;
-    match gitops.await {
-        Ok(Err(e)) => tracing::warn!(error = %e, "the source controller stopped"),
-        Err(e) => tracing::warn!(error = %e, "the source controller panicked"),
-        Ok(Ok(())) => {}
+    if let Some(gitops) = gitops {
+        match gitops.await {
+            Ok(Err(e)) => tracing::warn!(error = %e, "the source controller stopped"),
+            Err(e) => tracing::warn!(error = %e, "the source controller panicked"),
+            Ok(Ok(())) => {}
+        }
     }
     let _ = compactor.await;
     if let Some(store) = embedded {

@@ -80,7 +80,22 @@ impl SourceController {
 
     /// Run until `shutdown` fires; every worker stops with it.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), kube::Error> {
-        let catalog = Catalog::discover(&self.client).await?;
+        // The API server may still be starting (a remote one, or after a restart): keep
+        // asking, with back-off, rather than giving up on GitOps for the process's life.
+        let mut delay = RETRY.0;
+        let catalog = loop {
+            match Catalog::discover(&self.client).await {
+                Ok(catalog) => break catalog,
+                Err(e) => {
+                    tracing::warn!(error = %e, "API discovery failed; retrying in {delay:?}");
+                    tokio::select! {
+                        () = shutdown.cancelled() => return Ok(()),
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                    delay = (delay * 2).min(RETRY.1);
+                }
+            }
+        };
         let tasks = TaskTracker::new();
         let (drift_tx, mut drift_rx) = mpsc::unbounded_channel::<(String, Drift)>();
         for kind in catalog.all().cloned() {
