@@ -281,6 +281,28 @@ async fn an_invalid_revision_applies_nothing_and_reports_every_error() {
     assert_eq!(condition("Ready"), "False");
     assert_eq!(condition("Stalled"), "True");
 
+    // Drift is still corrected against the last good revision, and the status keeps
+    // showing the failed one's errors.
+    Api::<ConfigMap>::namespaced(env.client.clone(), "default")
+        .patch(
+            "good",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"key": "by hand"}})),
+        )
+        .await
+        .unwrap();
+    eventually!(
+        "hand edit put back to the last good revision",
+        data(&env.config_map("default", "good").await).filter(|v| v == "v1")
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let after_drift = env.source("apps").await.status.unwrap();
+    assert_eq!(after_drift.errors, status.errors);
+    assert_eq!(
+        after_drift.last_attempted_revision,
+        status.last_attempted_revision
+    );
+
     for file in ["broken", "widget", "dup", "bad"] {
         std::fs::remove_file(env.path(&format!("src/{file}.yaml"))).unwrap();
     }

@@ -15,7 +15,10 @@ use crate::store::{DeleteOutcome, KeyValue, Revision, UpdateOutcome};
 
 /// How many times a patch or subresource write is retried on a conflict with a concurrent
 /// writer (GuaranteedUpdate): the client sent no resourceVersion, so it asked for "latest".
-const RETRIES: usize = 8;
+/// Upstream retries until the request times out; every conflict means another writer made
+/// progress, so n concurrent writers need at most n rounds. The bound only stops a
+/// pathological pile-up from spinning for ever.
+const RETRIES: usize = 256;
 
 /// The patch formats moor applies.
 #[derive(Debug, Clone, Copy)]
@@ -417,7 +420,9 @@ impl Inner {
                 _ => patched,
             };
             match self.commit_update(target, kv, old, new, params).await {
-                Err(e) if e.reason == "Conflict" && rv.is_none() => continue,
+                // Re-read and re-apply: a patch naming a resourceVersion fails the check
+                // above on the next round; one that does not inherits the fresh one.
+                Err(e) if e.reason == "Conflict" => continue,
                 other => return other,
             }
         }

@@ -201,6 +201,7 @@ impl SourceController {
             status: source.status.unwrap_or_default(),
             fingerprints: HashMap::new(),
             applied: None,
+            failure: None,
         };
         tasks.spawn(worker.run(cancel, drift_rx));
     }
@@ -272,6 +273,9 @@ struct Worker {
     fingerprints: HashMap<ObjectId, u64>,
     /// The last snapshot applied without errors: drift is corrected against it.
     applied: Option<Snapshot>,
+    /// A newer revision that failed to plan, with its errors: correcting drift against the
+    /// last good revision must not hide them from the status.
+    failure: Option<(String, Vec<SyncError>, String)>,
 }
 
 impl Worker {
@@ -335,6 +339,7 @@ impl Worker {
                     if let Some(snapshot) = self.applied.clone() {
                         tracing::info!(source = %self.name, "objects changed by hand; putting them back");
                         self.sync_snapshot(&snapshot).await;
+                        self.restore_failure().await;
                     }
                 }
             }
@@ -453,6 +458,10 @@ impl Worker {
             .as_ref()
             .is_some_and(|applied| applied.revision == snapshot.revision)
         {
+            // Back at the applied revision (a failed one reverted): say so in the status.
+            if self.failure.take().is_some() {
+                return self.sync_snapshot(&snapshot).await;
+            }
             return true;
         }
         self.sync_snapshot(&snapshot).await
@@ -494,6 +503,11 @@ impl Worker {
         self.status.errors = errors.clone();
         let counts = outcome.plan.counts();
         if applied {
+            // A new revision applied supersedes a failed one; a drift correction (the same
+            // revision again) does not.
+            if self.applied.as_ref().map(|a| &a.revision) != Some(&snapshot.revision) {
+                self.failure = None;
+            }
             self.applied = Some(snapshot.clone());
             self.status.revision = Some(snapshot.revision.clone());
             let message = format!(
@@ -519,6 +533,7 @@ impl Worker {
                 short(&snapshot.revision),
                 errors.len()
             );
+            self.failure = Some((snapshot.revision.clone(), errors, message.clone()));
             self.write_status(Some(&outcome), Some(true), "InvalidRevision", &message)
                 .await;
             true
@@ -569,6 +584,17 @@ impl Worker {
         self.status.pruned = report.pruned as i64;
     }
 
+    /// After a drift correction, show the failed newer revision again (if any).
+    async fn restore_failure(&mut self) {
+        let Some((revision, errors, message)) = self.failure.clone() else {
+            return;
+        };
+        self.status.last_attempted_revision = Some(revision);
+        self.status.errors = errors;
+        self.write_status(None, Some(true), "InvalidRevision", &message)
+            .await;
+    }
+
     async fn source_failed(&mut self, error: &ReadError) {
         let message = crate::gitops::source::git::redact_url(&error.to_string());
         tracing::warn!(source = %self.name, "cannot read the source: {message}");
@@ -576,8 +602,13 @@ impl Worker {
             message: message.clone(),
             ..SyncError::default()
         }];
-        self.write_status(None, Some(true), "SourceUnavailable", &message)
-            .await;
+        self.write_status(
+            None,
+            Some(error.is_permanent()),
+            "SourceUnavailable",
+            &message,
+        )
+        .await;
     }
 
     /// Write the status: counts, errors, inventory, and the Ready/Stalled conditions.

@@ -64,6 +64,17 @@ pub fn parse_reference(text: &str) -> GitReference {
     }
 }
 
+impl ReadError {
+    /// Whether retrying cannot help without a change to the source or the spec (a wrong ref,
+    /// a missing path, invalid names), as opposed to a remote that is down for now.
+    pub fn is_permanent(&self) -> bool {
+        !matches!(
+            self,
+            ReadError::Git(GitError::Fetch { .. }) | ReadError::Task(_)
+        )
+    }
+}
+
 impl Reader {
     /// Open the source a ManifestSource spec names; a git mirror goes to `cache_dir`.
     pub fn open(spec: &ManifestSourceSpec, cache_dir: PathBuf) -> Result<Reader, ReadError> {
