@@ -30,7 +30,11 @@ struct Env {
 
 impl Env {
     async fn start() -> Env {
-        let server = TestServer::start(Backend::Embedded).await;
+        Env::start_on(Backend::Embedded).await
+    }
+
+    async fn start_on(backend: Backend) -> Env {
+        let server = TestServer::start(backend).await;
         let client = server.client();
         let dir = tempfile::tempdir().unwrap();
         let shutdown = CancellationToken::new();
@@ -164,7 +168,15 @@ async fn dir_source(env: &Env, name: &str) {
 
 #[tokio::test]
 async fn a_folder_is_followed_through_create_edit_rename_and_delete() {
-    let env = Env::start().await;
+    folder_is_followed(Env::start().await).await;
+}
+
+#[tokio::test]
+async fn a_folder_is_followed_on_etcd_too() {
+    folder_is_followed(Env::start_on(Backend::Etcd).await).await;
+}
+
+async fn folder_is_followed(env: Env) {
     env.write("src/keep.yaml", &config_map_yaml("keep", "k"));
     env.write("src/a.yaml", &config_map_yaml("one", "v1"));
     dir_source(&env, "apps").await;
@@ -243,15 +255,20 @@ async fn an_invalid_revision_applies_nothing_and_reports_every_error() {
     );
     env.write("src/dup.yaml", &config_map_yaml("good", "v3"));
     env.write("src/bad.yaml", &deployment_yaml("web", -1, "web"));
+    env.write(
+        "src/data.json",
+        "{\n  \"apiVersion\": \"v1\",\n  \"kind\": ConfigMap\n}\n",
+    );
     let status = eventually!("the broken revision attempted", {
         let status = env.source("apps").await.status.unwrap_or_default();
         (status.last_attempted_revision.as_deref() != Some(good_revision.as_str())
-            && status.errors.len() >= 4)
+            && status.errors.len() >= 5)
             .then_some(status)
     });
     let errors: Vec<String> = status.errors.iter().map(ToString::to_string).collect();
     let all = errors.join("\n");
     assert!(all.contains("broken.yaml:4:"), "{all}");
+    assert!(all.contains("data.json:3:"), "{all}");
     assert!(all.contains("widget.yaml:3: unknown kind Widget"), "{all}");
     assert!(
         all.contains("is defined twice")
@@ -303,8 +320,14 @@ async fn an_invalid_revision_applies_nothing_and_reports_every_error() {
         status.last_attempted_revision
     );
 
-    for file in ["broken", "widget", "dup", "bad"] {
-        std::fs::remove_file(env.path(&format!("src/{file}.yaml"))).unwrap();
+    for file in [
+        "broken.yaml",
+        "widget.yaml",
+        "dup.yaml",
+        "bad.yaml",
+        "data.json",
+    ] {
+        std::fs::remove_file(env.path(&format!("src/{file}"))).unwrap();
     }
     eventually!(
         "the fixed revision applied",
