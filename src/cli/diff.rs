@@ -4,7 +4,7 @@
 //! with it: which source, which cluster, which ManifestSource the objects belong to.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -13,13 +13,13 @@ use kube::Client;
 use kube::api::{Api, DynamicObject};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
-use crate::api::manifest_source::{DirectorySpec, GitSpec, ManifestSource, ManifestSourceSpec};
+use crate::api::manifest_source::{ManifestSource, ManifestSourceSpec};
 use crate::gitops::controller::manifest_source_resource;
 use crate::gitops::diff;
 use crate::gitops::kinds::Catalog;
 use crate::gitops::plan::PlanOptions;
 use crate::gitops::source::Snapshot;
-use crate::gitops::sync::{self, Reader, parse_reference};
+use crate::gitops::sync::{self, Reader, directory_spec, git_spec};
 
 /// Where the manifests come from and which cluster to compare with.
 #[derive(Debug, Args)]
@@ -124,19 +124,6 @@ impl SourceArgs {
     /// to use when no ManifestSource reads it.
     fn spec(&self) -> anyhow::Result<(ManifestSourceSpec, String, String)> {
         if let Some(url) = &self.git {
-            let reference = parse_reference(&self.reference);
-            use crate::gitops::source::git::GitReference;
-            let mut git = GitSpec {
-                url: url.clone(),
-                path: (!self.path.is_empty()).then(|| self.path.clone()),
-                ..GitSpec::default()
-            };
-            match reference {
-                GitReference::Branch(b) => git.branch = Some(b),
-                GitReference::Tag(t) => git.tag = Some(t),
-                GitReference::Commit(c) => git.commit = Some(c),
-                GitReference::DefaultBranch => {}
-            }
             let name = url
                 .trim_end_matches('/')
                 .rsplit(['/', ':'])
@@ -144,27 +131,20 @@ impl SourceArgs {
                 .unwrap_or("git")
                 .trim_end_matches(".git");
             let origin = crate::gitops::source::git::redact_url(url);
-            let spec = ManifestSourceSpec {
-                git: Some(git),
-                ..ManifestSourceSpec::default()
-            };
+            let spec = git_spec(url, &self.reference, &self.path);
             return Ok((spec, origin, source_name(name)));
         }
         let Some(dir) = &self.dir else {
             anyhow::bail!("name a folder of manifests, or a repository with --git URL");
         };
-        let absolute = std::fs::canonicalize(dir)
-            .with_context(|| format!("folder {} not found", dir.display()))?;
-        let name = absolute
-            .file_name()
+        let spec =
+            directory_spec(dir).with_context(|| format!("folder {} not found", dir.display()))?;
+        let name = spec
+            .directory
+            .as_ref()
+            .and_then(|d| Path::new(&d.path).file_name())
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "manifests".into());
-        let spec = ManifestSourceSpec {
-            directory: Some(DirectorySpec {
-                path: absolute.to_string_lossy().into_owned(),
-            }),
-            ..ManifestSourceSpec::default()
-        };
         Ok((spec, dir.display().to_string(), source_name(&name)))
     }
 }

@@ -12,10 +12,10 @@ use clap::Args;
 use tokio_util::sync::CancellationToken;
 
 use super::StoreBackendArgs;
-use crate::api::manifest_source::{DirectorySpec, GitSpec, ManifestSourceSpec};
+use crate::api::manifest_source::ManifestSourceSpec;
 use crate::apiserver::ApiServer;
 use crate::gitops::controller::{SourceController, manifest_source_resource};
-use crate::gitops::source::git::GitReference;
+use crate::gitops::sync::{directory_spec, git_spec};
 use crate::store::{Compactor, EmbeddedStore, Store};
 
 /// `moor server ...`
@@ -148,38 +148,14 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
 /// The ManifestSource spec `--manifests` or `--git` asks for, if any.
 fn source_spec(args: &ServerArgs) -> anyhow::Result<Option<ManifestSourceSpec>> {
     if let Some(dir) = &args.manifests {
-        let absolute = std::fs::canonicalize(dir)
+        let spec = directory_spec(dir)
             .with_context(|| format!("--manifests {}: folder not found", dir.display()))?;
-        return Ok(Some(ManifestSourceSpec {
-            directory: Some(DirectorySpec {
-                path: absolute.to_string_lossy().into_owned(),
-            }),
-            ..ManifestSourceSpec::default()
-        }));
+        return Ok(Some(spec));
     }
-    let Some(url) = &args.git else {
-        return Ok(None);
-    };
-    // A local path is made absolute: the server may be started from anywhere.
-    let url = match std::fs::canonicalize(url) {
-        Ok(path) if !url.contains("://") => path.to_string_lossy().into_owned(),
-        _ => url.clone(),
-    };
-    let mut git = GitSpec {
-        url,
-        path: (!args.path.is_empty()).then(|| args.path.clone()),
-        ..GitSpec::default()
-    };
-    match crate::gitops::sync::parse_reference(&args.reference) {
-        GitReference::Branch(b) => git.branch = Some(b),
-        GitReference::Tag(t) => git.tag = Some(t),
-        GitReference::Commit(c) => git.commit = Some(c),
-        GitReference::DefaultBranch => {}
-    }
-    Ok(Some(ManifestSourceSpec {
-        git: Some(git),
-        ..ManifestSourceSpec::default()
-    }))
+    Ok(args
+        .git
+        .as_deref()
+        .map(|url| git_spec(url, &args.reference, &args.path)))
 }
 
 /// Create or update the ManifestSource `name` with `spec` (server-side apply, so fields set

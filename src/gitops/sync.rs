@@ -3,7 +3,7 @@
 //! apply. Shared by the source controller, `moor apply` and `moor diff` (which stops after
 //! the plan), so the three can never disagree.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,7 +16,7 @@ use super::plan::{self, Plan, PlanOptions};
 use super::source::Snapshot;
 use super::source::dir::{self, DirError};
 use super::source::git::{GitConfig, GitError, GitReference, GitSource};
-use crate::api::manifest_source::{ManifestSourceSpec, SyncError};
+use crate::api::manifest_source::{DirectorySpec, GitSpec, ManifestSourceSpec, SyncError};
 
 /// Where a source reads from, opened.
 pub enum Reader {
@@ -61,6 +61,42 @@ pub fn parse_reference(text: &str) -> GitReference {
         GitReference::Tag(tag.to_owned())
     } else {
         GitReference::Branch(text.strip_prefix("refs/heads/").unwrap_or(text).to_owned())
+    }
+}
+
+/// The spec of a folder source, from a path as a user typed it: the folder's absolute path
+/// (the server may run anywhere, and `moor diff` finds a source by it).
+pub fn directory_spec(dir: &Path) -> std::io::Result<ManifestSourceSpec> {
+    let absolute = std::fs::canonicalize(dir)?;
+    Ok(ManifestSourceSpec {
+        directory: Some(DirectorySpec {
+            path: absolute.to_string_lossy().into_owned(),
+        }),
+        ..ManifestSourceSpec::default()
+    })
+}
+
+/// The spec of a git source from what a user types (`--git URL --ref REF --path SUB`): a
+/// local repository path is made absolute, the ref parsed by [`parse_reference`].
+pub fn git_spec(url: &str, reference: &str, path: &str) -> ManifestSourceSpec {
+    let url = match std::fs::canonicalize(url) {
+        Ok(local) if !url.contains("://") => local.to_string_lossy().into_owned(),
+        _ => url.to_owned(),
+    };
+    let mut git = GitSpec {
+        url,
+        path: (!path.is_empty()).then(|| path.to_owned()),
+        ..GitSpec::default()
+    };
+    match parse_reference(reference) {
+        GitReference::Branch(b) => git.branch = Some(b),
+        GitReference::Tag(t) => git.tag = Some(t),
+        GitReference::Commit(c) => git.commit = Some(c),
+        GitReference::DefaultBranch => {}
+    }
+    ManifestSourceSpec {
+        git: Some(git),
+        ..ManifestSourceSpec::default()
     }
 }
 
