@@ -608,3 +608,57 @@ async fn concurrent_patches_without_a_version_all_land() {
         "{error:?}"
     );
 }
+
+/// Generation follows the spec after defaulting: a write that only leaves out defaulted
+/// fields changes nothing, so it bumps nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generation_ignores_fields_that_defaulting_restores() {
+    let server = TestServer::start(Backend::Embedded).await;
+    let api: Api<Deployment> = Api::namespaced(server.client(), "default");
+    let manifest = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
+                 "template": {"metadata": {"labels": {"app": "web"}},
+                              "spec": {"containers": [{"name": "web", "image": "busybox"}]}}}
+    });
+    let apply = |manager: &'static str| {
+        let api = api.clone();
+        let manifest = manifest.clone();
+        async move {
+            api.patch(
+                "web",
+                &PatchParams::apply(manager).force(),
+                &Patch::Apply(&manifest),
+            )
+            .await
+            .unwrap()
+        }
+    };
+    assert_eq!(apply("one").await.metadata.generation, Some(1));
+    assert_eq!(apply("two").await.metadata.generation, Some(1));
+    // A PUT of what was read, minus everything defaulting fills in.
+    let mut put = serde_json::to_value(api.get("web").await.unwrap()).unwrap();
+    for field in [
+        "strategy",
+        "revisionHistoryLimit",
+        "progressDeadlineSeconds",
+    ] {
+        put["spec"].as_object_mut().unwrap().remove(field);
+    }
+    let put: Deployment = serde_json::from_value(put).unwrap();
+    let replaced = api
+        .replace("web", &PostParams::default(), &put)
+        .await
+        .unwrap();
+    assert_eq!(replaced.metadata.generation, Some(1));
+    let scaled = api
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 2}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(scaled.metadata.generation, Some(2));
+}

@@ -559,6 +559,9 @@ impl Inner {
                 }
             }
         }
+        admit(info, &mut new, Some(&old))?;
+        // Compared after defaulting, as upstream (which defaults while decoding): a write that
+        // only omits defaulted fields does not change the spec.
         let mut generation = meta(&old)
             .and_then(|m| m.get("generation"))
             .and_then(Value::as_i64);
@@ -569,7 +572,6 @@ impl Inner {
             Some(g) => meta_mut(&mut new).insert("generation".into(), json!(g)),
             None => meta_mut(&mut new).remove("generation"),
         };
-        admit(info, &mut new, Some(&old))?;
         record_manager(info, Some(&old), &mut new, params);
 
         // An object being deleted whose last finalizer went away is deleted now.

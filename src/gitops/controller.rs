@@ -68,6 +68,7 @@ struct Drift {
 
 struct WorkerHandle {
     spec: ManifestSourceSpec,
+    generation: Option<i64>,
     cancel: CancellationToken,
     drift: mpsc::UnboundedSender<Drift>,
 }
@@ -176,7 +177,9 @@ impl SourceController {
             return;
         };
         if let Some(worker) = workers.get(&name) {
-            if worker.spec == source.spec {
+            // Status writes come back as events too; only a new spec (or generation, which
+            // observedGeneration must follow) restarts the worker.
+            if worker.spec == source.spec && worker.generation == source.metadata.generation {
                 return;
             }
             worker.cancel.cancel();
@@ -187,6 +190,7 @@ impl SourceController {
             name.clone(),
             WorkerHandle {
                 spec: source.spec.clone(),
+                generation: source.metadata.generation,
                 cancel: cancel.clone(),
                 drift: drift_tx,
             },
