@@ -789,6 +789,38 @@ fn merge_into(live: &mut Value, applied: &Value, position: &Position) {
     }
 }
 
+/// Whether every field `config` sets holds the same value in `live`, with the list and map
+/// semantics of the schema (keyed items matched by key, sets by element, atomic values
+/// whole).
+fn contains(live: &Value, config: &Value, position: &Position) -> bool {
+    match (live, config) {
+        (Value::Object(live_map), Value::Object(config_map)) if !position.atomic_map => {
+            config_map.iter().all(|(name, value)| {
+                live_map
+                    .get(name)
+                    .is_some_and(|existing| contains(existing, value, &position.field(name)))
+            })
+        }
+        (Value::Array(live_items), Value::Array(config_items)) => match position.list_kind() {
+            ListKind::Atomic => live == config,
+            ListKind::Set => config_items.iter().all(|item| live_items.contains(item)),
+            ListKind::Map(keys) => {
+                let item_position = position.item();
+                config_items.iter().all(|item| {
+                    let Some(key) = key_element(item, &keys) else {
+                        return false;
+                    };
+                    live_items.iter().any(|live_item| {
+                        key_element(live_item, &keys).as_ref() == Some(&key)
+                            && contains(live_item, item, &item_position)
+                    })
+                })
+            }
+        },
+        _ => live == config,
+    }
+}
+
 /// Removes from `value` the members of `remove` that no manager owns anything at or below
 /// (`owned`), and the containers left empty by that which nobody owns.
 fn prune(value: &mut Value, remove: &Node, owned: Option<&Node>) {
@@ -961,6 +993,43 @@ fn api_version_of(obj: &Value) -> &str {
 
 // ---------------------------------------------------------------------------------------
 // Apply and update
+
+/// Whether applying `applied` as `manager` would leave `live`'s content exactly as it is:
+/// every field the configuration sets already holds that value, and `manager` already owns
+/// exactly those fields through an earlier apply (so none would be removed). Much cheaper
+/// than [`apply`]; callers use it to skip work. `false` also means "cannot tell".
+pub fn is_noop(group: &str, kind: &str, live: &Value, applied: &Value, manager: &str) -> bool {
+    let mut config = applied.clone();
+    strip_nulls(&mut config);
+    if let Some(map) = config.as_object_mut() {
+        map.shift_remove("status");
+    }
+    let root = Position::root(group, kind);
+    if validate(&config, &root, &mut Vec::new()).is_err() {
+        return false;
+    }
+    let mut comparable = config.clone();
+    if let Some(map) = comparable.as_object_mut() {
+        for name in IGNORED_ROOT {
+            map.shift_remove(*name);
+        }
+        if let Some(metadata) = map.get_mut("metadata").and_then(Value::as_object_mut) {
+            for name in IGNORED_METADATA {
+                metadata.shift_remove(*name);
+            }
+        }
+    }
+    if !contains(live, &comparable, &root) {
+        return false;
+    }
+    let Some(stored) = managed_fields_of(live) else {
+        return false;
+    };
+    parse_entries(stored)
+        .iter()
+        .find(|entry| entry.manager == manager && entry.operation == "Apply")
+        .is_some_and(|entry| entry.fields == fields_of(group, kind, &config, false))
+}
 
 /// Server-side apply of `applied` (the request body) by `manager` onto `live` (`None`:
 /// create). `force` takes ownership of conflicting fields from their managers.
@@ -1596,6 +1665,45 @@ mod tests {
         .unwrap()
         .object;
         assert_eq!(live["metadata"]["finalizers"], json!(["b"]));
+    }
+
+    #[test]
+    fn noop_is_exact_about_values_and_ownership() {
+        let applied = config(3, "nginx");
+        let live = stored(
+            apply("apps", "Deployment", None, &applied, "m", false, T1)
+                .unwrap()
+                .object,
+        );
+        assert!(is_noop("apps", "Deployment", &live, &applied, "m"));
+        // Another manager does not own these fields through an apply.
+        assert!(!is_noop("apps", "Deployment", &live, &applied, "other"));
+        // A changed value, or a field dropped from the configuration (it would be removed).
+        assert!(!is_noop(
+            "apps",
+            "Deployment",
+            &live,
+            &config(4, "nginx"),
+            "m"
+        ));
+        let mut fewer = applied.clone();
+        fewer["metadata"].as_object_mut().unwrap().remove("labels");
+        assert!(!is_noop("apps", "Deployment", &live, &fewer, "m"));
+        // Keyed list items match by key, whatever else the live items hold.
+        let mut with_defaults = live.clone();
+        with_defaults["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"] =
+            json!("Always");
+        assert!(is_noop("apps", "Deployment", &with_defaults, &applied, "m"));
+        // Agrees with apply: applying a no-op changes no field of the object.
+        let again = apply("apps", "Deployment", Some(&live), &applied, "m", true, T3).unwrap();
+        let strip = |mut v: Value| {
+            v["metadata"]
+                .as_object_mut()
+                .unwrap()
+                .remove("managedFields");
+            v
+        };
+        assert_eq!(strip(again.object), strip(live));
     }
 
     #[test]

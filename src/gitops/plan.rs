@@ -384,8 +384,12 @@ pub fn normalize(obj: &Value) -> Value {
 
 /// A hash of the normalized object: equal for states the source considers the same.
 pub fn fingerprint(obj: &Value) -> u64 {
+    fingerprint_normalized(&normalize(obj))
+}
+
+fn fingerprint_normalized(normalized: &Value) -> u64 {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    normalize(obj).to_string().hash(&mut hasher);
+    normalized.to_string().hash(&mut hasher);
     hasher.finish()
 }
 
@@ -399,7 +403,13 @@ pub async fn plan(
     mut errors: Vec<SyncError>,
     options: &PlanOptions,
 ) -> Result<Plan, kube::Error> {
-    let live = live_objects(client, catalog, &desired, &options.source).await?;
+    let listing = std::time::Instant::now();
+    let mut live = live_objects(client, catalog, &desired, &options.source).await?;
+    tracing::debug!(
+        objects = live.len(),
+        "listed live objects in {:?}",
+        listing.elapsed()
+    );
     let desired_ids: HashSet<ObjectId> = desired.iter().map(|d| d.id.clone()).collect();
     let namespace_exists = |ns: &str| {
         live.keys()
@@ -413,62 +423,105 @@ pub async fn plan(
         .collect();
 
     let manager = field_manager(&options.source);
-    let planned: Vec<BoxFuture<'_, _>> = desired.into_iter().map(|mut d| {
-        let live = live.get(&d.id).map(|(_, obj)| obj.clone());
-        let client = client.clone();
-        let manager = manager.clone();
-        let waits_for_namespace = created_namespaces.contains(&d.id.namespace);
-        let source = options.source.clone();
-        async move {
-            if let Some(owner) = live
-                .as_ref()
-                .and_then(|obj| obj.pointer(&format!("/metadata/labels/{}", escape(SOURCE_LABEL))))
-                .and_then(Value::as_str)
-                .filter(|owner| *owner != source)
-            {
-                return Err(error_at(
-                    &d.file,
-                    d.line,
-                    format!("{} belongs to ManifestSource {owner:?}: two sources may not define the same object", d.id),
-                ));
-            }
-            mark_namespace_created(&mut d, live.as_ref(), &source);
-            let outcome = if waits_for_namespace {
-                // Its namespace is created by this same revision, so the server cannot
-                // dry-run it yet: run the same admission code locally.
-                local_admission(&d).map(|obj| (obj, false))
-            } else {
-                dry_run(&client, &d, &manager).await
-            };
-            let (result, replace) = outcome?;
-            let action = match (&live, replace) {
-                (None, _) => Action::Create,
-                (Some(_), true) => Action::Replace,
-                (Some(live), false) if normalize(live) == normalize(&result) => {
-                    Action::Unchanged
-                }
-                (Some(_), false) => Action::Update,
-            };
-            let live_fingerprint = live.as_ref().map(fingerprint);
-            let mut live = live.as_ref().map(normalize);
-            let mut planned = Some(normalize(&result));
-            if d.id.api_version == "v1" && d.id.kind == "Secret" {
-                mask_secret(live.as_mut(), planned.as_mut());
-            }
-            Ok(Entry {
-                id: d.id,
-                action,
-                kind: d.kind,
-                file: d.file,
-                line: d.line,
-                live,
-                planned,
-                apply: Some(d.object),
-                live_fingerprint,
-            })
+    let mut errors_before = Vec::new();
+    let mut checked = Vec::with_capacity(desired.len());
+    for mut d in desired {
+        // Taken out of the map: what stays behind are the prune candidates.
+        let live = live.remove(&d.id).map(|(_, obj)| obj);
+        if let Some(owner) = live
+            .as_ref()
+            .and_then(|obj| obj.pointer(&format!("/metadata/labels/{}", escape(SOURCE_LABEL))))
+            .and_then(Value::as_str)
+            .filter(|owner| *owner != options.source)
+        {
+            errors_before.push(error_at(
+                &d.file,
+                d.line,
+                format!(
+                    "{} belongs to ManifestSource {owner:?}: two sources may not define the same object",
+                    d.id
+                ),
+            ));
+            continue;
         }
-        .boxed()
-    }).collect();
+        mark_namespace_created(&mut d, live.as_ref(), &options.source);
+        checked.push((d, live));
+    }
+    errors.extend(errors_before);
+    let checking = std::time::Instant::now();
+    let checked = unchanged_in_parallel(checked, manager.clone()).await;
+    tracing::debug!("checked for changes locally in {:?}", checking.elapsed());
+
+    let planned: Vec<BoxFuture<'_, _>> = checked
+        .into_iter()
+        .map(|checked| {
+            let client = client.clone();
+            let manager = manager.clone();
+            let waits_for_namespace = created_namespaces.contains(&checked.desired.id.namespace);
+            async move {
+                let Checked {
+                    desired: d,
+                    live,
+                    unchanged,
+                    live_normalized,
+                    live_fingerprint,
+                } = checked;
+                if unchanged && !waits_for_namespace {
+                    // Already exactly as the source defines it: it passed admission when it
+                    // was written, and a dry-run would change nothing.
+                    let mut live = live_normalized;
+                    let mut planned = live.clone();
+                    if d.id.api_version == "v1" && d.id.kind == "Secret" {
+                        mask_secret(live.as_mut(), planned.as_mut());
+                    }
+                    return Ok(Entry {
+                        id: d.id,
+                        action: Action::Unchanged,
+                        kind: d.kind,
+                        file: d.file,
+                        line: d.line,
+                        live,
+                        planned,
+                        apply: Some(d.object),
+                        live_fingerprint,
+                    });
+                }
+                let outcome = if waits_for_namespace {
+                    // Its namespace is created by this same revision, so the server cannot
+                    // dry-run it yet: run the same admission code locally.
+                    local_admission(&d).map(|obj| (obj, false))
+                } else {
+                    dry_run(&client, &d, &manager).await
+                };
+                let (result, replace) = outcome?;
+                let planned_normalized = normalize(&result);
+                let action = match (&live_normalized, replace) {
+                    (None, _) => Action::Create,
+                    (Some(_), true) => Action::Replace,
+                    (Some(live), false) if *live == planned_normalized => Action::Unchanged,
+                    (Some(_), false) => Action::Update,
+                };
+                drop(live);
+                let mut live = live_normalized;
+                let mut planned = Some(planned_normalized);
+                if d.id.api_version == "v1" && d.id.kind == "Secret" {
+                    mask_secret(live.as_mut(), planned.as_mut());
+                }
+                Ok(Entry {
+                    id: d.id,
+                    action,
+                    kind: d.kind,
+                    file: d.file,
+                    line: d.line,
+                    live,
+                    planned,
+                    apply: Some(d.object),
+                    live_fingerprint,
+                })
+            }
+            .boxed()
+        })
+        .collect();
     let planned = futures::stream::iter(planned)
         .buffer_unordered(CONCURRENCY)
         .collect::<Vec<_>>()
@@ -578,6 +631,130 @@ fn mark_namespace_created(d: &mut Desired, live: Option<&Value>, source: &str) {
     if ours && let Some(meta) = d.object.get_mut("metadata").and_then(Value::as_object_mut) {
         set_string(meta, "annotations", CREATED_BY_ANNOTATION, source);
     }
+}
+
+/// One desired object with what the CPU-heavy local pass found about it.
+struct Checked {
+    desired: Desired,
+    live: Option<Value>,
+    /// [`unchanged_locally`] said so.
+    unchanged: bool,
+    live_normalized: Option<Value>,
+    live_fingerprint: Option<u64>,
+}
+
+/// [`unchanged_locally`], [`normalize`] and [`fingerprint`] for every object, spread over
+/// the machine's cores on the blocking pool (pure CPU work: thousands of objects take a
+/// noticeable time). If the check fails in any way, the objects concerned are simply
+/// dry-run by the server.
+async fn unchanged_in_parallel(
+    checked: Vec<(Desired, Option<Value>)>,
+    manager: String,
+) -> Vec<Checked> {
+    type Found = (bool, Option<Value>, Option<u64>);
+    let examine = |d: &Desired, live: &Option<Value>, manager: &str| -> Found {
+        let Some(live) = live else {
+            return (false, None, None);
+        };
+        let normalized = normalize(live);
+        let fingerprint = fingerprint_normalized(&normalized);
+        (
+            unchanged_locally(d, live, manager),
+            Some(normalized),
+            Some(fingerprint),
+        )
+    };
+    let count = checked.len();
+    let shared = std::sync::Arc::new(checked);
+    let data = shared.clone();
+    let found = tokio::task::spawn_blocking(move || {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let chunk = data.len().div_ceil(threads).max(1);
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = data
+                .chunks(chunk)
+                .map(|part| {
+                    let manager = &manager;
+                    let handle = scope.spawn(move || {
+                        part.iter()
+                            .map(|(d, live)| examine(d, live, manager))
+                            .collect::<Vec<Found>>()
+                    });
+                    (part, handle)
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|(part, handle)| {
+                    handle.join().unwrap_or_else(|_| {
+                        part.iter()
+                            .map(|(_, live)| {
+                                (
+                                    false,
+                                    live.as_ref().map(normalize),
+                                    live.as_ref().map(fingerprint),
+                                )
+                            })
+                            .collect()
+                    })
+                })
+                .collect::<Vec<Found>>()
+        })
+    })
+    .await
+    .ok();
+    // The blocking task has finished and dropped its reference.
+    let checked = std::sync::Arc::try_unwrap(shared).unwrap_or_else(|still| (*still).clone());
+    // One result per object, or none at all when the task failed.
+    let mut found = found
+        .filter(|found| found.len() == count)
+        .unwrap_or_default()
+        .into_iter();
+    checked
+        .into_iter()
+        .map(|(desired, live)| {
+            let (unchanged, live_normalized, live_fingerprint) =
+                found.next().unwrap_or_else(|| {
+                    (
+                        false,
+                        live.as_ref().map(normalize),
+                        live.as_ref().map(fingerprint),
+                    )
+                });
+            Checked {
+                desired,
+                live,
+                unchanged,
+                live_normalized,
+                live_fingerprint,
+            }
+        })
+        .collect()
+}
+
+/// Whether applying the object to `live` would leave it as it is, decided with the API
+/// server's own server-side-apply code ([`crate::api::apply::is_noop`]). Only a "no change"
+/// answer is trusted (the server never sees the object then); anything else goes to the
+/// server's dry-run, so every change is still validated by the server itself.
+fn unchanged_locally(d: &Desired, live: &Value, manager: &str) -> bool {
+    // The revision annotation changes with every revision without changing the object
+    // (see `normalize`): compare as if it still had the live value.
+    let mut config = d.object.clone();
+    let live_revision = live
+        .pointer(&format!(
+            "/metadata/annotations/{}",
+            escape(REVISION_ANNOTATION)
+        ))
+        .cloned();
+    if let (Some(revision), Some(annotations)) = (
+        live_revision,
+        config
+            .pointer_mut("/metadata/annotations")
+            .and_then(Value::as_object_mut),
+    ) {
+        annotations.insert(REVISION_ANNOTATION.to_owned(), revision);
+    }
+    crate::api::apply::is_noop(d.id.group(), &d.id.kind, live, &config, manager)
 }
 
 /// Server-side dry-run of the apply: the object as the server would store it, and whether

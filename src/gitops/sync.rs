@@ -190,6 +190,11 @@ pub async fn sync(
 ) -> Result<Outcome, kube::Error> {
     let started = Instant::now();
     let (manifests, load_errors) = loader::load(&snapshot.files);
+    tracing::debug!(
+        documents = manifests.len(),
+        "loaded in {:?}",
+        started.elapsed()
+    );
     let mut errors: Vec<SyncError> = load_errors
         .into_iter()
         .map(|e| SyncError {
@@ -200,7 +205,9 @@ pub async fn sync(
         .collect();
     let (desired, prepare_errors) = plan::prepare(manifests, catalog, options);
     errors.extend(prepare_errors);
+    let planning = Instant::now();
     let plan = plan::plan(client, catalog, desired, errors, options).await?;
+    tracing::debug!(counts = ?plan.counts(), "planned in {:?}", planning.elapsed());
     let report = if apply && plan.errors.is_empty() {
         Some(apply::execute(client, &plan, progress).await)
     } else {
