@@ -171,8 +171,19 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// A `moor server` child, stopped (SIGTERM) when dropped — also when a test fails.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) with a pid we own and a valid signal number.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let _ = self.0.wait();
+    }
+}
+
 /// Start `moor server` with extra arguments; wait for its "source" line.
-fn start_server(data_dir: &Path, port: u16, extra: &[&str]) -> Child {
+fn start_server(data_dir: &Path, port: u16, extra: &[&str]) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_moor"))
         .args(["server", "--data-dir"])
         .arg(data_dir)
@@ -194,7 +205,7 @@ fn start_server(data_dir: &Path, port: u16, extra: &[&str]) -> Child {
         }
     }
     std::thread::spawn(move || for _ in lines {});
-    child
+    Server(child)
 }
 
 fn kubectl(kubeconfig: &Path, args: &[&str]) -> Output {
@@ -217,12 +228,6 @@ fn wait_until(what: &str, mut check: impl FnMut() -> Option<String>) -> String {
     }
 }
 
-fn stop(mut child: Child) {
-    // SAFETY: kill(2) with a pid we own and a valid signal number.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let _ = child.wait();
-}
-
 #[test]
 fn server_manifests_flag_creates_a_source_kubectl_can_show() {
     let tmp = tempfile::tempdir().unwrap();
@@ -231,7 +236,7 @@ fn server_manifests_flag_creates_a_source_kubectl_can_show() {
     write(&manifests, "web.yaml", CONFIG_MAP);
     write(&manifests, "deploy.yaml", DEPLOYMENT);
     let data = tmp.path().join("data");
-    let child = start_server(
+    let _server = start_server(
         &data,
         free_port(),
         &["--manifests", manifests.to_str().unwrap()],
@@ -280,7 +285,6 @@ fn server_manifests_flag_creates_a_source_kubectl_can_show() {
     // `moor diff` finds the source by its folder: nothing to do.
     let (code, out, err) = moor(&["diff", manifests.to_str().unwrap()], &kubeconfig);
     assert_eq!(code, 0, "{out}{err}");
-    stop(child);
 }
 
 #[test]
@@ -300,7 +304,7 @@ fn server_git_flag_follows_a_local_repository() {
         .unwrap();
 
     let data = tmp.path().join("data");
-    let child = start_server(
+    let _server = start_server(
         &data,
         free_port(),
         &[
@@ -340,5 +344,4 @@ fn server_git_flag_follows_a_local_repository() {
     );
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("nope"), "{err}");
-    stop(child);
 }
