@@ -9,6 +9,8 @@
 //!   validation, selectors, patches), independent of HTTP.
 //! - [`apiserver`]: the Kubernetes REST API over the store — routing, watch caches, reads,
 //!   writes, discovery and OpenAPI.
+//! - [`controllers`]: the controller manager — ReplicaSets, … — on kube-runtime, under
+//!   leader election.
 //! - [`gitops`]: desired state from folders and git repositories — sources, the manifest
 //!   loader, plans made by server-side dry-run, apply and safe prune, the source controller
 //!   that keeps the cluster following them, and the rendering of `moor diff`.
@@ -18,5 +20,6 @@
 pub mod api;
 pub mod apiserver;
 pub mod cli;
+pub mod controllers;
 pub mod gitops;
 pub mod store;

@@ -326,6 +326,18 @@ async fn dispatch(inner: Arc<Inner>, core: bool, req: Request) -> Result<Respons
         let agent: String = agent.chars().take(128).collect();
         params.0.insert(request::USER_AGENT_PARAM.to_owned(), agent);
     }
+    if let Some(name) = request::namespace_finalize(core, &path) {
+        // The finalize subresource has one verb (update) and rules of its own.
+        if method != Method::PUT {
+            return Err(ApiError::method_not_allowed(format!(
+                "the server does not allow this method on the requested resource ({method} namespaces/finalize)"
+            )));
+        }
+        let ct = content_type(&headers);
+        let body = read_body(req.into_body()).await?;
+        let obj = parse_body(&ct, &body, ("v1", "Namespace"))?;
+        return Ok(respond(inner.finalize_namespace(name, obj, &params).await?));
+    }
     let target = match parse_path(core, &path)? {
         Route::CoreVersions => return Ok(axum::Json(discovery::core_versions()).into_response()),
         Route::Groups => return Ok(axum::Json(discovery::groups()).into_response()),
@@ -397,7 +409,8 @@ async fn dispatch(inner: Arc<Inner>, core: bool, req: Request) -> Result<Respons
         }
         (Method::DELETE, true, None) => {
             let options = delete_options(&ct, &body, &api_version)?;
-            Ok(respond(inner.delete(&target, &options, &params).await?))
+            let deletion = inner.delete_one(&target, &options, &params).await?;
+            Ok(respond(deletion.into_answer(info)))
         }
         (Method::DELETE, false, None) => {
             let options = delete_options(&ct, &body, &api_version)?;

@@ -125,6 +125,19 @@ pub fn parse_path(core: bool, path: &str) -> Result<Route, ApiError> {
     })
 }
 
+/// The namespace a `namespaces/{name}/finalize` path names (core group, v1): a subresource
+/// with rules of its own, served by the finalize handler rather than the generic verbs.
+pub fn namespace_finalize(core: bool, path: &str) -> Option<&str> {
+    if !core {
+        return None;
+    }
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    match segments.as_slice() {
+        ["v1", "namespaces", name, "finalize"] => Some(name),
+        _ => None,
+    }
+}
+
 /// The query parameters, raw, with typed accessors for those moor understands.
 #[derive(Debug, Default, Clone)]
 pub struct Params(pub HashMap<String, String>);
@@ -279,6 +292,16 @@ mod tests {
             "namespaced object without namespace"
         );
         assert!(parse_path(true, "v1/nope").is_err());
+    }
+
+    #[test]
+    fn finalize_paths() {
+        assert_eq!(
+            namespace_finalize(true, "v1/namespaces/x/finalize"),
+            Some("x")
+        );
+        assert_eq!(namespace_finalize(true, "v1/namespaces/x/status"), None);
+        assert_eq!(namespace_finalize(false, "v1/namespaces/x/finalize"), None);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The `moor` command line: one file per subcommand.
 
 pub mod apply;
+pub mod controller_manager;
 pub mod diff;
 pub mod server;
 pub mod store;
@@ -40,6 +41,8 @@ pub enum Command {
     Diff(diff::DiffArgs),
     /// Apply a folder or git revision once, with the semantics of a ManifestSource.
     Apply(apply::ApplyArgs),
+    /// Run the controllers alone against an API server (leader-elected).
+    ControllerManager(controller_manager::ControllerManagerArgs),
 }
 
 /// Run a parsed command line; the returned code is the process exit code.
@@ -57,6 +60,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Store(args) => store::run(args).await,
             Command::Diff(args) => diff::run(args).await,
             Command::Apply(args) => apply::run(args).await,
+            Command::ControllerManager(args) => controller_manager::run(args).await,
         }
     })
 }

@@ -12,6 +12,7 @@ use clap::Args;
 use tokio_util::sync::CancellationToken;
 
 use super::StoreBackendArgs;
+use super::controller_manager::ControllerArgs;
 use crate::api::manifest_source::ManifestSourceSpec;
 use crate::apiserver::ApiServer;
 use crate::gitops::controller::{SourceController, manifest_source_resource};
@@ -45,6 +46,11 @@ pub struct ServerArgs {
     /// several servers sharing an etcd, until leader election lands).
     #[arg(long)]
     disable_gitops: bool,
+    /// Do not run the controllers in this process.
+    #[arg(long)]
+    disable_controllers: bool,
+    #[command(flatten)]
+    controllers: ControllerArgs,
 }
 
 /// Run `moor server` until SIGINT or SIGTERM.
@@ -116,6 +122,22 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
             args.source_name
         );
     }
+    let controllers = if args.disable_controllers {
+        None
+    } else {
+        let manager = args
+            .controllers
+            .manager(client.clone(), args.backend.data_dir.clone())?;
+        println!(
+            "controllers {}",
+            if args.controllers.leader_elect {
+                "leader-elected (Lease kube-system/moor-controller-manager)"
+            } else {
+                "running"
+            }
+        );
+        Some(tokio::spawn(manager.run(shutdown.clone())))
+    };
     let gitops = if args.disable_gitops {
         None
     } else {
@@ -130,6 +152,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
         signal.cancel();
     });
     server.serve(listener).await.context("serving the API")?;
+    if let Some(controllers) = controllers {
+        let _ = controllers.await;
+    }
     if let Some(gitops) = gitops {
         match gitops.await {
             Ok(Err(e)) => tracing::warn!(error = %e, "the source controller stopped"),
@@ -182,7 +207,8 @@ async fn declare_source(
     Ok(())
 }
 
-async fn wait_for_signal() {
+/// Wait for SIGINT or SIGTERM.
+pub async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     match signal(SignalKind::terminate()) {
         Ok(mut term) => {

@@ -206,6 +206,7 @@ impl SourceController {
             fingerprints: HashMap::new(),
             applied: None,
             failure: None,
+            correcting: false,
         };
         tasks.spawn(worker.run(cancel, drift_rx));
     }
@@ -280,6 +281,8 @@ struct Worker {
     /// A newer revision that failed to plan, with its errors: correcting drift against the
     /// last good revision must not hide them from the status.
     failure: Option<(String, Vec<SyncError>, String)>,
+    /// The sync running corrects drift (for the log line).
+    correcting: bool,
 }
 
 impl Worker {
@@ -341,8 +344,10 @@ impl Worker {
                 }
                 Trigger::Drift => {
                     if let Some(snapshot) = self.applied.clone() {
-                        tracing::info!(source = %self.name, "objects changed by hand; putting them back");
+                        tracing::debug!(source = %self.name, "owned objects changed; checking them");
+                        self.correcting = true;
                         self.sync_snapshot(&snapshot).await;
+                        self.correcting = false;
                         self.restore_failure().await;
                     }
                 }
@@ -524,7 +529,11 @@ impl Worker {
                 outcome.duration.as_millis()
             );
             if counts.create + counts.update + counts.replace + counts.prune > 0 {
-                tracing::info!(source = %self.name, "{message}");
+                if self.correcting {
+                    tracing::info!(source = %self.name, "put back objects changed by hand: {message}");
+                } else {
+                    tracing::info!(source = %self.name, "{message}");
+                }
             }
             self.write_status(Some(&outcome), Some(true), "Synced", &message)
                 .await;

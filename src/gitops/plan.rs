@@ -597,10 +597,26 @@ fn escape(key: &str) -> String {
     key.replace('~', "~0").replace('/', "~1")
 }
 
+/// Whether this source applied the object: it carries the source's label *and* the
+/// source's field manager applied it. The label alone is not proof: controllers copy labels
+/// onto what they make (the endpoints controller copies a Service's labels onto its
+/// Endpoints), and those objects are not the source's to prune.
 fn owned_by(obj: &Value, source: &str) -> bool {
-    obj.pointer(&format!("/metadata/labels/{}", escape(SOURCE_LABEL)))
+    let labelled = obj
+        .pointer(&format!("/metadata/labels/{}", escape(SOURCE_LABEL)))
         .and_then(Value::as_str)
-        == Some(source)
+        == Some(source);
+    let manager = field_manager(source);
+    let applied = obj
+        .pointer("/metadata/managedFields")
+        .and_then(Value::as_array)
+        .is_some_and(|entries| {
+            entries.iter().any(|entry| {
+                entry.get("manager").and_then(Value::as_str) == Some(manager.as_str())
+                    && entry.get("operation").and_then(Value::as_str) == Some("Apply")
+            })
+        });
+    labelled && applied
 }
 
 /// Namespaces are pruned only when this source created them: deleting a namespace deletes
@@ -984,6 +1000,22 @@ mod tests {
             planned,
             json!({"data": {"user": "(hidden)", "password": "(hidden, after)", "token": "(hidden, after)"}})
         );
+    }
+
+    #[test]
+    fn only_objects_the_source_applied_are_its_own() {
+        let applied = json!({"metadata": {
+            "labels": {SOURCE_LABEL: "apps"},
+            "managedFields": [{"manager": "moor-gitops/apps", "operation": "Apply"}]
+        }});
+        assert!(owned_by(&applied, "apps"));
+        assert!(!owned_by(&applied, "other"));
+        // Labels copied by a controller (Endpoints get their Service's labels).
+        let copied = json!({"metadata": {
+            "labels": {SOURCE_LABEL: "apps"},
+            "managedFields": [{"manager": "endpoint-controller", "operation": "Update"}]
+        }});
+        assert!(!owned_by(&copied, "apps"));
     }
 
     #[test]

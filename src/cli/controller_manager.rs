@@ -1,0 +1,125 @@
+//! `moor controller-manager`: the controllers alone, against any API server a kubeconfig
+//! names, leader-elected so several can run side by side. The same flags configure the
+//! controllers `moor server` runs in-process.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+use tokio_util::sync::CancellationToken;
+
+use super::parse_duration;
+use crate::controllers::leader::LeaderConfig;
+use crate::controllers::{CONTROLLERS, ControllerManager, Options};
+
+/// Flags shared by `moor controller-manager` and `moor server`.
+#[derive(Clone, Debug, Args)]
+pub struct ControllerArgs {
+    /// Run only these controllers (comma-separated); all by default.
+    #[arg(long, value_delimiter = ',')]
+    pub controllers: Vec<String>,
+    /// Elect a leader through a Lease so only one of several instances acts.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_elect: bool,
+    /// How long a leader's lease is valid after its last renewal.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub leader_elect_lease_duration: Duration,
+    /// How long the leader keeps trying to renew before it steps down.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub leader_elect_renew_deadline: Duration,
+    /// How often candidates try to acquire and the leader renews.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub leader_elect_retry_period: Duration,
+    /// How long a node may miss heartbeats before it is marked unreachable.
+    #[arg(long, default_value = "40s", value_parser = parse_duration)]
+    pub node_monitor_grace_period: Duration,
+    /// How long pods on an unreachable node stay before eviction (for pods without their own
+    /// toleration of the unreachable taint).
+    #[arg(long, default_value = "300s", value_parser = parse_duration)]
+    pub pod_eviction_timeout: Duration,
+}
+
+impl ControllerArgs {
+    /// The manager these flags describe, using `client` and keeping keys in `data_dir`.
+    pub fn manager(
+        &self,
+        client: kube::Client,
+        data_dir: PathBuf,
+    ) -> anyhow::Result<ControllerManager> {
+        for name in &self.controllers {
+            if !CONTROLLERS.iter().any(|(known, _)| known == name) {
+                let known: Vec<&str> = CONTROLLERS.iter().map(|(n, _)| *n).collect();
+                anyhow::bail!(
+                    "--controllers: unknown controller {name:?} (known: {})",
+                    known.join(", ")
+                );
+            }
+        }
+        if self.leader_elect_renew_deadline >= self.leader_elect_lease_duration {
+            anyhow::bail!(
+                "--leader-elect-renew-deadline must be shorter than --leader-elect-lease-duration"
+            );
+        }
+        let mut manager = ControllerManager::new(client).with_options(Options {
+            node_monitor_grace: self.node_monitor_grace_period,
+            pod_eviction_timeout: self.pod_eviction_timeout,
+            data_dir,
+        });
+        if !self.controllers.is_empty() {
+            manager = manager.with_controllers(self.controllers.clone());
+        }
+        if self.leader_elect {
+            let mut config = LeaderConfig::new("moor-controller-manager");
+            config.lease_duration = self.leader_elect_lease_duration;
+            config.renew_deadline = self.leader_elect_renew_deadline;
+            config.retry_period = self.leader_elect_retry_period;
+            manager = manager.with_leader_election(config);
+        }
+        Ok(manager)
+    }
+}
+
+/// `moor controller-manager ...`
+#[derive(Debug, Args)]
+pub struct ControllerManagerArgs {
+    /// Kubeconfig of the cluster (moor server writes one to its data dir).
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Where keys (the service-account token signing key) are kept.
+    #[arg(long, env = "MOOR_DATA_DIR", default_value = super::DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+    #[command(flatten)]
+    pub controllers: ControllerArgs,
+}
+
+/// Run `moor controller-manager` until SIGINT or SIGTERM.
+pub async fn run(args: ControllerManagerArgs) -> anyhow::Result<ExitCode> {
+    let client = super::diff::connect(args.kubeconfig.clone()).await?;
+    let manager = args.controllers.manager(client, args.data_dir.clone())?;
+    let shutdown = CancellationToken::new();
+    let signal = shutdown.clone();
+    tokio::spawn(async move {
+        super::server::wait_for_signal().await;
+        signal.cancel();
+    });
+    println!(
+        "controllers {}  {}",
+        if args.controllers.controllers.is_empty() {
+            CONTROLLERS
+                .iter()
+                .map(|(n, _)| *n)
+                .collect::<Vec<_>>()
+                .join(" ")
+        } else {
+            args.controllers.controllers.join(" ")
+        },
+        if args.controllers.leader_elect {
+            "leader-elected (Lease kube-system/moor-controller-manager)"
+        } else {
+            "no leader election"
+        }
+    );
+    manager.run(shutdown).await;
+    Ok(ExitCode::SUCCESS)
+}

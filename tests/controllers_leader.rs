@@ -1,0 +1,200 @@
+//! Leader election: of several controller managers on one API server only the Lease holder
+//! acts; a holder that stops renewing is replaced after the lease duration, one that shuts
+//! down hands over at once.
+
+#[path = "support/apiserver.rs"]
+mod apiserver_support;
+
+use std::time::{Duration, Instant};
+
+use apiserver_support::{Backend, TestServer};
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use moor::controllers::ControllerManager;
+use moor::controllers::leader::LeaderConfig;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+const PATIENCE: Duration = Duration::from_secs(15);
+
+macro_rules! eventually {
+    ($what:expr, $check:expr) => {{
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            match $check {
+                Ok(value) => break value,
+                Err(last) if Instant::now() > deadline => {
+                    panic!("timed out waiting for {}; last seen: {:?}", $what, last)
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    }};
+}
+
+fn config(identity: &str) -> LeaderConfig {
+    let mut config = LeaderConfig::new("moor-controller-manager");
+    config.identity = identity.to_owned();
+    config.lease_duration = Duration::from_secs(2);
+    config.renew_deadline = Duration::from_millis(1500);
+    config.retry_period = Duration::from_millis(200);
+    config
+}
+
+fn manager(client: &Client, identity: &str) -> CancellationToken {
+    let shutdown = CancellationToken::new();
+    tokio::spawn(
+        ControllerManager::new(client.clone())
+            .with_controllers(vec!["replicaset".into()])
+            .with_leader_election(config(identity))
+            .run(shutdown.clone()),
+    );
+    shutdown
+}
+
+async fn holder(client: &Client) -> Option<String> {
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-system");
+    leases
+        .get_opt("moor-controller-manager")
+        .await
+        .unwrap()
+        .and_then(|l| l.spec)
+        .and_then(|s| s.holder_identity)
+}
+
+async fn pod_count(client: &Client) -> usize {
+    Api::<Pod>::namespaced(client.clone(), "default")
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .count()
+}
+
+async fn replica_set(client: &Client, replicas: i32) {
+    let rs: ReplicaSet = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "web"}},
+                 "template": {"metadata": {"labels": {"app": "web"}},
+                              "spec": {"containers": [{"name": "c", "image": "busybox"}]}}}
+    }))
+    .unwrap();
+    Api::<ReplicaSet>::namespaced(client.clone(), "default")
+        .create(&PostParams::default(), &rs)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manager_waits_while_another_holds_the_lease() {
+    let server = TestServer::start(Backend::Embedded).await;
+    let client = server.client();
+    // Someone else holds the lease and keeps renewing it.
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-system");
+    let lease: Lease = serde_json::from_value(json!({
+        "metadata": {"name": "moor-controller-manager"},
+        "spec": {"holderIdentity": "someone-else", "leaseDurationSeconds": 2,
+                 "renewTime": jiff::Timestamp::now().to_string()}
+    }))
+    .unwrap();
+    leases.create(&PostParams::default(), &lease).await.unwrap();
+    let renewing = CancellationToken::new();
+    let renewer = {
+        let leases = leases.clone();
+        let renewing = renewing.clone();
+        tokio::spawn(async move {
+            while !renewing.is_cancelled() {
+                let patch = json!({"spec": {"renewTime": jiff::Timestamp::now().to_string()}});
+                let _ = leases
+                    .patch(
+                        "moor-controller-manager",
+                        &PatchParams::default(),
+                        &Patch::Merge(&patch),
+                    )
+                    .await;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        })
+    };
+    let shutdown = manager(&client, "candidate");
+    replica_set(&client, 3).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(pod_count(&client).await, 0, "a non-leader acted");
+    assert_eq!(holder(&client).await.as_deref(), Some("someone-else"));
+
+    // The holder stops renewing: after the lease duration the candidate takes over.
+    renewing.cancel();
+    renewer.await.unwrap();
+    eventually!("the candidate to lead", {
+        let h = holder(&client).await;
+        if h.as_deref() == Some("candidate") {
+            Ok(())
+        } else {
+            Err(h)
+        }
+    });
+    eventually!("3 pods", {
+        let n = pod_count(&client).await;
+        if n == 3 { Ok(()) } else { Err(n) }
+    });
+    shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_two_managers_one_acts_and_the_other_takes_over() {
+    let server = TestServer::start(Backend::Embedded).await;
+    let client = server.client();
+    let a = manager(&client, "a");
+    let b = manager(&client, "b");
+    let first = eventually!("a leader", {
+        match holder(&client).await {
+            Some(h) if h == "a" || h == "b" => Ok(h),
+            other => Err(other),
+        }
+    });
+    replica_set(&client, 4).await;
+    eventually!("4 pods", {
+        let n = pod_count(&client).await;
+        if n == 4 { Ok(()) } else { Err(n) }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(pod_count(&client).await, 4, "two managers acted");
+
+    // The leader shuts down (and releases the lease): the other leads and acts.
+    let (leader, other) = if first == "a" { (a, "b") } else { (b, "a") };
+    leader.cancel();
+    eventually!("the other to lead", {
+        let h = holder(&client).await;
+        if h.as_deref() == Some(other) {
+            Ok(())
+        } else {
+            Err(h)
+        }
+    });
+    Api::<ReplicaSet>::namespaced(client.clone(), "default")
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 6}})),
+        )
+        .await
+        .unwrap();
+    eventually!("6 pods", {
+        let n = pod_count(&client).await;
+        if n == 6 { Ok(()) } else { Err(n) }
+    });
+    let names: Vec<String> = Api::<Pod>::namespaced(client.clone(), "default")
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|p| p.name_any())
+        .collect();
+    assert_eq!(names.len(), 6);
+}
