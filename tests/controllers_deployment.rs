@@ -5,6 +5,9 @@
 
 #[path = "support/apiserver.rs"]
 mod apiserver_support;
+#[path = "support/wait.rs"]
+#[macro_use]
+mod wait;
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -21,21 +24,6 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 const PATIENCE: Duration = Duration::from_secs(20);
-
-macro_rules! eventually {
-    ($what:expr, $check:expr) => {{
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            match $check {
-                Ok(value) => break value,
-                Err(last) if Instant::now() > deadline => {
-                    panic!("timed out waiting for {}; last seen: {:?}", $what, last)
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-            }
-        }
-    }};
-}
 
 struct Cluster {
     server: TestServer,
@@ -126,7 +114,7 @@ async fn set_image(api: &Api<Deployment>, name: &str, image: &str) {
 
 /// Done when status says every replica runs the current template and is available.
 async fn rolled_out(api: &Api<Deployment>, name: &str, replicas: i32) {
-    eventually!(format!("{name} rolled out"), {
+    eventually_ok!(format!("{name} rolled out"), {
         let d = api.get(name).await.unwrap();
         let s = d.status.clone().unwrap_or_default();
         let done = s.observed_generation == d.metadata.generation
@@ -304,7 +292,7 @@ async fn kubectl_rollout_status_history_undo_restart_and_scale_work() {
     let (ok, out) =
         tokio::task::block_in_place(|| kubectl(&cluster, &["rollout", "undo", "deployment/app"]));
     assert!(ok, "{out}");
-    eventually!("pods back on v1", {
+    eventually_ok!("pods back on v1", {
         let all = pods.list(&ListParams::default()).await.unwrap().items;
         let live: Vec<String> = all
             .iter()
@@ -318,7 +306,7 @@ async fn kubectl_rollout_status_history_undo_restart_and_scale_work() {
         }
     });
     rolled_out(&deployments, "app", 2).await;
-    eventually!("revision 3", {
+    eventually_ok!("revision 3", {
         let d = deployments.get("app").await.unwrap();
         let rev = d
             .annotations()
@@ -344,7 +332,7 @@ async fn kubectl_rollout_status_history_undo_restart_and_scale_work() {
         kubectl(&cluster, &["rollout", "restart", "deployment/app"])
     });
     assert!(ok, "{out}");
-    eventually!("all pods replaced", {
+    eventually_ok!("all pods replaced", {
         let all = pods.list(&ListParams::default()).await.unwrap().items;
         let live: Vec<String> = all
             .iter()
@@ -396,7 +384,7 @@ async fn paused_deployments_scale_but_do_not_roll_out_and_history_is_limited() {
         )
         .await
         .unwrap();
-    eventually!("scaled while paused", {
+    eventually_ok!("scaled while paused", {
         let d = deployments.get("svc").await.unwrap();
         let s = d.status.unwrap_or_default();
         if s.available_replicas == Some(3) {
@@ -425,7 +413,7 @@ async fn paused_deployments_scale_but_do_not_roll_out_and_history_is_limited() {
         rolled_out(&deployments, "svc", 3).await;
     }
     // revisionHistoryLimit 1: the current ReplicaSet and one old one.
-    eventually!("old ReplicaSets cleaned up", {
+    eventually_ok!("old ReplicaSets cleaned up", {
         let items = sets.list(&ListParams::default()).await.unwrap().items;
         let live: Vec<String> = items
             .iter()

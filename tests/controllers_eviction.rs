@@ -5,8 +5,11 @@
 
 #[path = "support/apiserver.rs"]
 mod apiserver_support;
+#[path = "support/wait.rs"]
+#[macro_use]
+mod wait;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use apiserver_support::{Backend, TestServer};
 use k8s_openapi::api::apps::v1::ReplicaSet;
@@ -18,23 +21,6 @@ use kube::{Client, ResourceExt};
 use moor::controllers::{ControllerManager, Options};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
-
-const PATIENCE: Duration = Duration::from_secs(20);
-
-macro_rules! eventually {
-    ($what:expr, $check:expr) => {{
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            match $check {
-                Ok(value) => break value,
-                Err(last) if Instant::now() > deadline => {
-                    panic!("timed out waiting for {}; last seen: {:?}", $what, last)
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-            }
-        }
-    }};
-}
 
 async fn register_node(client: &Client, name: &str) {
     let now = jiff::Timestamp::now()
@@ -118,7 +104,7 @@ async fn pods_of_a_dead_node_are_evicted_and_replaced() {
         .await
         .unwrap();
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
-    let first = eventually!("3 pods", {
+    let first = eventually_ok!("3 pods", {
         let items = pods.list(&ListParams::default()).await.unwrap().items;
         if items.len() == 3 {
             Ok(items)
@@ -144,7 +130,7 @@ async fn pods_of_a_dead_node_are_evicted_and_replaced() {
     // The node dies: its pods are evicted and replaced by new, unbound ones.
     beating.cancel();
     let evicted: Vec<String> = first.iter().map(|p| p.name_any()).collect();
-    eventually!("3 replacements", {
+    eventually_ok!("3 replacements", {
         let items = pods.list(&ListParams::default()).await.unwrap().items;
         let fresh: Vec<String> = live(&items)
             .iter()

@@ -4,8 +4,11 @@
 
 #[path = "support/apiserver.rs"]
 mod apiserver_support;
+#[path = "support/wait.rs"]
+#[macro_use]
+mod wait;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use apiserver_support::{Backend, TestServer};
 use k8s_openapi::api::apps::v1::ReplicaSet;
@@ -17,23 +20,6 @@ use moor::controllers::ControllerManager;
 use moor::controllers::leader::LeaderConfig;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
-
-const PATIENCE: Duration = Duration::from_secs(15);
-
-macro_rules! eventually {
-    ($what:expr, $check:expr) => {{
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            match $check {
-                Ok(value) => break value,
-                Err(last) if Instant::now() > deadline => {
-                    panic!("timed out waiting for {}; last seen: {:?}", $what, last)
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-            }
-        }
-    }};
-}
 
 fn config(identity: &str) -> LeaderConfig {
     let mut config = LeaderConfig::new("moor-controller-manager");
@@ -130,7 +116,7 @@ async fn a_manager_waits_while_another_holds_the_lease() {
     // The holder stops renewing: after the lease duration the candidate takes over.
     renewing.cancel();
     renewer.await.unwrap();
-    eventually!("the candidate to lead", {
+    eventually_ok!("the candidate to lead", {
         let h = holder(&client).await;
         if h.as_deref() == Some("candidate") {
             Ok(())
@@ -138,7 +124,7 @@ async fn a_manager_waits_while_another_holds_the_lease() {
             Err(h)
         }
     });
-    eventually!("3 pods", {
+    eventually_ok!("3 pods", {
         let n = pod_count(&client).await;
         if n == 3 { Ok(()) } else { Err(n) }
     });
@@ -151,14 +137,14 @@ async fn of_two_managers_one_acts_and_the_other_takes_over() {
     let client = server.client();
     let a = manager(&client, "a");
     let b = manager(&client, "b");
-    let first = eventually!("a leader", {
+    let first = eventually_ok!("a leader", {
         match holder(&client).await {
             Some(h) if h == "a" || h == "b" => Ok(h),
             other => Err(other),
         }
     });
     replica_set(&client, 4).await;
-    eventually!("4 pods", {
+    eventually_ok!("4 pods", {
         let n = pod_count(&client).await;
         if n == 4 { Ok(()) } else { Err(n) }
     });
@@ -168,7 +154,7 @@ async fn of_two_managers_one_acts_and_the_other_takes_over() {
     // The leader shuts down (and releases the lease): the other leads and acts.
     let (leader, other) = if first == "a" { (a, "b") } else { (b, "a") };
     leader.cancel();
-    eventually!("the other to lead", {
+    eventually_ok!("the other to lead", {
         let h = holder(&client).await;
         if h.as_deref() == Some(other) {
             Ok(())
@@ -184,7 +170,7 @@ async fn of_two_managers_one_acts_and_the_other_takes_over() {
         )
         .await
         .unwrap();
-    eventually!("6 pods", {
+    eventually_ok!("6 pods", {
         let n = pod_count(&client).await;
         if n == 6 { Ok(()) } else { Err(n) }
     });

@@ -4,8 +4,11 @@
 
 #[path = "support/apiserver.rs"]
 mod apiserver_support;
+#[path = "support/wait.rs"]
+#[macro_use]
+mod wait;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use apiserver_support::{Backend, TestServer};
 use k8s_openapi::api::apps::v1::ReplicaSet;
@@ -15,24 +18,6 @@ use kube::{Client, ResourceExt};
 use moor::controllers::ControllerManager;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
-
-const PATIENCE: Duration = Duration::from_secs(15);
-
-/// Poll until `check` is `Ok`; fail after [`PATIENCE`] showing the last `Err`.
-macro_rules! eventually {
-    ($what:expr, $check:expr) => {{
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            match $check {
-                Ok(value) => break value,
-                Err(last) if Instant::now() > deadline => {
-                    panic!("timed out waiting for {}; last seen: {:?}", $what, last)
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-            }
-        }
-    }};
-}
 
 fn start_controllers(client: &Client) -> CancellationToken {
     let shutdown = CancellationToken::new();
@@ -98,7 +83,7 @@ async fn scales_up_and_down_with_exact_counts_and_status() {
         .await
         .unwrap();
 
-    let created = eventually!("25 pods", {
+    let created = eventually_ok!("25 pods", {
         let owned = owned_pods(&pods, "web").await;
         if owned.len() == 25 {
             Ok(owned)
@@ -124,7 +109,7 @@ async fn scales_up_and_down_with_exact_counts_and_status() {
     for p in created.iter().take(10) {
         set_ready(&pods, &p.name_any(), true, "2026-01-01T00:00:00Z").await;
     }
-    let status = eventually!("status counts", {
+    let status = eventually_ok!("status counts", {
         let rs = sets.get("web").await.unwrap();
         let s = rs.status.clone().unwrap_or_default();
         if s.replicas == 25 && s.ready_replicas == Some(10) && s.available_replicas == Some(10) {
@@ -144,7 +129,7 @@ async fn scales_up_and_down_with_exact_counts_and_status() {
     )
     .await
     .unwrap();
-    let remaining = eventually!("10 pods", {
+    let remaining = eventually_ok!("10 pods", {
         let owned = owned_pods(&pods, "web").await;
         if owned.len() == 10 {
             Ok(owned)
@@ -198,7 +183,7 @@ async fn adopts_orphans_and_releases_pods_that_stop_matching() {
     sets.create(&PostParams::default(), &replica_set("api", 3))
         .await
         .unwrap();
-    let owned = eventually!("3 pods incl. the orphans", {
+    let owned = eventually_ok!("3 pods incl. the orphans", {
         let owned = owned_pods(&pods, "api").await;
         if owned.len() == 3 {
             Ok(owned)
@@ -222,7 +207,7 @@ async fn adopts_orphans_and_releases_pods_that_stop_matching() {
     )
     .await
     .unwrap();
-    eventually!("orphan-a released", {
+    eventually_ok!("orphan-a released", {
         let pod = pods.get("orphan-a").await.unwrap();
         if pod.owner_references().is_empty() {
             Ok(())
@@ -230,7 +215,7 @@ async fn adopts_orphans_and_releases_pods_that_stop_matching() {
             Err(pod.owner_references().to_vec())
         }
     });
-    eventually!("a replacement", {
+    eventually_ok!("a replacement", {
         let owned = owned_pods(&pods, "api").await;
         if owned.len() == 3 && !owned.iter().any(|p| p.name_any() == "orphan-a") {
             Ok(())
@@ -252,7 +237,7 @@ async fn a_restarted_controller_duplicates_nothing() {
         .unwrap();
     for round in 0..3 {
         let shutdown = start_controllers(&client);
-        eventually!(format!("5 pods in round {round}"), {
+        eventually_ok!(format!("5 pods in round {round}"), {
             let owned = owned_pods(&pods, "db").await;
             if owned.len() == 5 {
                 Ok(())

@@ -4,9 +4,12 @@
 
 #[path = "support/apiserver.rs"]
 mod apiserver_support;
+#[path = "support/wait.rs"]
+#[macro_use]
+mod wait;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use apiserver_support::{Backend, TestServer};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -17,9 +20,6 @@ use moor::api::manifest_source::ManifestSource;
 use moor::gitops::controller::{SourceController, manifest_source_resource};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
-
-/// How long anything may take before a test fails; the wait itself polls.
-const PATIENCE: Duration = Duration::from_secs(15);
 
 struct Env {
     _server: TestServer,
@@ -114,31 +114,6 @@ impl Drop for Env {
     }
 }
 
-/// Poll `check` (an `Option`) until it yields a value; fail after [`PATIENCE`] naming
-/// what was awaited.
-macro_rules! eventually {
-    ($what:expr, $check:expr) => {
-        eventually_or!($what, $check.ok_or(()))
-    };
-}
-
-/// Poll `check` (a `Result`) until it is `Ok`; fail after [`PATIENCE`] naming what was
-/// awaited and showing the last `Err` (the state seen instead).
-macro_rules! eventually_or {
-    ($what:expr, $check:expr) => {{
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            match $check {
-                Ok(value) => break value,
-                Err(last) if Instant::now() > deadline => {
-                    panic!("timed out waiting for {}; last seen: {:?}", $what, last)
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-            }
-        }
-    }};
-}
-
 fn config_map_yaml(name: &str, value: &str) -> String {
     format!(
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  key: \"{value}\"\n"
@@ -180,26 +155,26 @@ async fn folder_is_followed(env: Env) {
     env.write("src/keep.yaml", &config_map_yaml("keep", "k"));
     env.write("src/a.yaml", &config_map_yaml("one", "v1"));
     dir_source(&env, "apps").await;
-    eventually!(
+    eventually_some!(
         "one created",
         data(&env.config_map("default", "one").await).filter(|v| v == "v1")
     );
 
     env.write("src/a.yaml", &config_map_yaml("one", "v2"));
-    eventually!(
+    eventually_some!(
         "one edited",
         data(&env.config_map("default", "one").await).filter(|v| v == "v2")
     );
 
     // A rename changes the revision but not the objects: nothing is pruned or re-created.
     let uid = env.config_map("default", "one").await.unwrap().metadata.uid;
-    let before = eventually!("the edit recorded", {
+    let before = eventually_some!("the edit recorded", {
         let status = env.source("apps").await.status.unwrap_or_default();
         (status.updated == 1).then_some(status.revision)
     });
     std::fs::create_dir_all(env.path("src/sub")).unwrap();
     std::fs::rename(env.path("src/a.yaml"), env.path("src/sub/b.yml")).unwrap();
-    eventually!("rename synced", {
+    eventually_some!("rename synced", {
         let status = env.source("apps").await.status.unwrap_or_default();
         (status.revision != before).then_some(())
     });
@@ -209,7 +184,7 @@ async fn folder_is_followed(env: Env) {
     );
 
     std::fs::remove_file(env.path("src/sub/b.yml")).unwrap();
-    eventually!(
+    eventually_some!(
         "one pruned",
         env.config_map("default", "one")
             .await
@@ -219,7 +194,7 @@ async fn folder_is_followed(env: Env) {
     assert!(env.config_map("default", "keep").await.is_some());
 
     // The status is written right after the prune.
-    let status = eventually!("status after the prune", {
+    let status = eventually_some!("status after the prune", {
         let status = env.source("apps").await.status.unwrap_or_default();
         (status.pruned == 1).then_some(status)
     });
@@ -239,8 +214,8 @@ async fn an_invalid_revision_applies_nothing_and_reports_every_error() {
     let env = Env::start().await;
     env.write("src/good.yaml", &config_map_yaml("good", "v1"));
     dir_source(&env, "apps").await;
-    eventually!("good created", env.config_map("default", "good").await);
-    let good_revision = eventually!("the first revision recorded", {
+    eventually_some!("good created", env.config_map("default", "good").await);
+    let good_revision = eventually_some!("the first revision recorded", {
         env.source("apps").await.status.and_then(|s| s.revision)
     });
 
@@ -259,7 +234,7 @@ async fn an_invalid_revision_applies_nothing_and_reports_every_error() {
         "src/data.json",
         "{\n  \"apiVersion\": \"v1\",\n  \"kind\": ConfigMap\n}\n",
     );
-    let status = eventually!("the broken revision attempted", {
+    let status = eventually_some!("the broken revision attempted", {
         let status = env.source("apps").await.status.unwrap_or_default();
         (status.last_attempted_revision.as_deref() != Some(good_revision.as_str())
             && status.errors.len() >= 5)
@@ -308,7 +283,7 @@ async fn an_invalid_revision_applies_nothing_and_reports_every_error() {
         )
         .await
         .unwrap();
-    eventually!(
+    eventually_some!(
         "hand edit put back to the last good revision",
         data(&env.config_map("default", "good").await).filter(|v| v == "v1")
     );
@@ -329,7 +304,7 @@ async fn an_invalid_revision_applies_nothing_and_reports_every_error() {
     ] {
         std::fs::remove_file(env.path(&format!("src/{file}"))).unwrap();
     }
-    eventually!(
+    eventually_some!(
         "the fixed revision applied",
         data(&env.config_map("default", "good").await).filter(|v| v == "v2")
     );
@@ -342,7 +317,7 @@ async fn hand_edits_are_put_back_unless_suspended() {
     env.write("src/cm.yaml", &config_map_yaml("conf", "v1"));
     dir_source(&env, "apps").await;
     let deployments = Api::<Deployment>::namespaced(env.client.clone(), "default");
-    eventually!("web created", deployments.get_opt("web").await.unwrap());
+    eventually_some!("web created", deployments.get_opt("web").await.unwrap());
 
     // `kubectl scale`: the scale subresource, another field manager.
     deployments
@@ -353,7 +328,7 @@ async fn hand_edits_are_put_back_unless_suspended() {
         )
         .await
         .unwrap();
-    eventually!("replicas put back", {
+    eventually_some!("replicas put back", {
         let d = deployments.get("web").await.unwrap();
         (d.spec.and_then(|s| s.replicas) == Some(3)).then_some(())
     });
@@ -367,7 +342,7 @@ async fn hand_edits_are_put_back_unless_suspended() {
         )
         .await
         .unwrap();
-    eventually!(
+    eventually_some!(
         "edit put back",
         data(&env.config_map("default", "conf").await).filter(|v| v == "v1")
     );
@@ -375,13 +350,13 @@ async fn hand_edits_are_put_back_unless_suspended() {
         .delete("conf", &DeleteParams::default())
         .await
         .unwrap();
-    eventually!(
+    eventually_some!(
         "deleted object re-created",
         env.config_map("default", "conf").await
     );
 
     env.patch_source("apps", json!({"suspend": true})).await;
-    eventually!("suspended", {
+    eventually_some!("suspended", {
         let status = env.source("apps").await.status.unwrap_or_default();
         status
             .conditions
@@ -427,8 +402,8 @@ async fn only_what_the_source_owns_is_ever_pruned() {
     env.write("src/cm.yaml", &config_map_yaml("mine", "v1"));
     env.write("src/keep.yaml", &config_map_yaml("keep", "v1"));
     dir_source(&env, "apps").await;
-    eventually!("fresh created", env.namespace("fresh").await);
-    eventually!("mine created", env.config_map("default", "mine").await);
+    eventually_some!("fresh created", env.namespace("fresh").await);
+    eventually_some!("mine created", env.config_map("default", "mine").await);
     // Someone else's ConfigMap next to the source's.
     Api::<ConfigMap>::namespaced(env.client.clone(), "default")
         .create(
@@ -441,14 +416,14 @@ async fn only_what_the_source_owns_is_ever_pruned() {
 
     std::fs::remove_file(env.path("src/ns.yaml")).unwrap();
     std::fs::remove_file(env.path("src/cm.yaml")).unwrap();
-    eventually!(
+    eventually_some!(
         "mine pruned",
         env.config_map("default", "mine")
             .await
             .is_none()
             .then_some(())
     );
-    eventually!("fresh pruned", {
+    eventually_some!("fresh pruned", {
         match env.namespace("fresh").await {
             None => Some(()),
             Some(ns) if ns.metadata.deletion_timestamp.is_some() => Some(()),
@@ -469,11 +444,11 @@ async fn a_revision_that_would_prune_everything_is_refused_unless_allowed() {
     env.write("src/a.yaml", &config_map_yaml("a", "1"));
     env.write("src/b.yaml", &config_map_yaml("b", "1"));
     dir_source(&env, "apps").await;
-    eventually!("b created", env.config_map("default", "b").await);
+    eventually_some!("b created", env.config_map("default", "b").await);
 
     std::fs::remove_file(env.path("src/a.yaml")).unwrap();
     std::fs::remove_file(env.path("src/b.yaml")).unwrap();
-    let status = eventually_or!("the empty revision refused", {
+    let status = eventually_ok!("the empty revision refused", {
         let status = env.source("apps").await.status.unwrap_or_default();
         if status.errors.is_empty() {
             Err(status)
@@ -492,7 +467,7 @@ async fn a_revision_that_would_prune_everything_is_refused_unless_allowed() {
     assert!(env.config_map("default", "b").await.is_some());
 
     env.patch_source("apps", json!({"allowEmpty": true})).await;
-    eventually!("everything pruned once allowed", {
+    eventually_some!("everything pruned once allowed", {
         (env.config_map("default", "a").await.is_none()
             && env.config_map("default", "b").await.is_none())
         .then_some(())
@@ -505,10 +480,10 @@ async fn an_immutable_field_change_is_reported_and_replaced_only_on_opt_in() {
     env.write("src/web.yaml", &deployment_yaml("web", 1, "web"));
     dir_source(&env, "apps").await;
     let deployments = Api::<Deployment>::namespaced(env.client.clone(), "default");
-    let first = eventually!("web created", deployments.get_opt("web").await.unwrap());
+    let first = eventually_some!("web created", deployments.get_opt("web").await.unwrap());
 
     env.write("src/web.yaml", &deployment_yaml("web", 1, "web2"));
-    let status = eventually!("the selector change refused", {
+    let status = eventually_some!("the selector change refused", {
         let status = env.source("apps").await.status.unwrap_or_default();
         (!status.errors.is_empty()).then_some(status)
     });
@@ -524,7 +499,7 @@ async fn an_immutable_field_change_is_reported_and_replaced_only_on_opt_in() {
         "metadata:\n  name: web\n  annotations:\n    moor.dev/replace: \"true\"\n",
     );
     env.write("src/web.yaml", &opted_in);
-    let replaced = eventually!("web replaced", {
+    let replaced = eventually_some!("web replaced", {
         deployments
             .get_opt("web")
             .await
@@ -576,7 +551,7 @@ fn commit(repo: &git2::Repository, files: &[(&str, Option<&str>)], message: &str
 
 async fn wait_revision(env: &Env, name: &str, commit: git2::Oid) -> ManifestSource {
     let wanted = commit.to_string();
-    eventually_or!(format!("revision {wanted} applied"), {
+    eventually_ok!(format!("revision {wanted} applied"), {
         let source = env.source(name).await;
         if source.status.as_ref().and_then(|s| s.revision.as_deref()) == Some(wanted.as_str()) {
             Ok(source)
@@ -688,7 +663,7 @@ async fn a_missing_git_path_is_an_error_not_a_prune() {
         ],
         "move",
     );
-    let status = eventually!("the missing path reported", {
+    let status = eventually_some!("the missing path reported", {
         let status = env.source("repo").await.status.unwrap_or_default();
         status
             .errors

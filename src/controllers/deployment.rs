@@ -46,24 +46,9 @@ const REVISION_HISTORY: &str = "deployment.kubernetes.io/revision-history";
 const DESIRED_REPLICAS: &str = "deployment.kubernetes.io/desired-replicas";
 const MAX_REPLICAS: &str = "deployment.kubernetes.io/max-replicas";
 
-/// Errors a reconcile returns (retried with back-off).
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// The API refused or failed a request.
-    #[error("{action}: {source}")]
-    Api {
-        /// What was being done.
-        action: String,
-        /// The error.
-        #[source]
-        source: kube::Error,
-    },
-}
-
-fn api_error(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
-    let action = action.into();
-    move |source| Error::Api { action, source }
-}
+/// Errors a reconcile returns (retried with back-off): a failed API request.
+pub use super::ApiError as Error;
+use super::api_error;
 
 struct State {
     ctx: Arc<Context>,
@@ -462,7 +447,7 @@ async fn create_replica_set(
             )
             .await
             .map_err(api_error("recording a hash collision"))?;
-            Err(Error::Api {
+            Err(Error {
                 action: format!(
                     "creating ReplicaSet {name} (name taken; retrying with a new hash)"
                 ),

@@ -30,6 +30,24 @@ use tokio_util::task::TaskTracker;
 
 use leader::{LeaderConfig, LeaderElector};
 
+/// A failed API request and what was being done: what a reconcile returns (and is retried
+/// for).
+#[derive(Debug, thiserror::Error)]
+#[error("{action}: {source}")]
+pub struct ApiError {
+    /// What was being done.
+    pub action: String,
+    /// The error.
+    #[source]
+    pub source: kube::Error,
+}
+
+/// Name what failed: `.map_err(api_error("creating pod web-1"))`.
+pub fn api_error(action: impl Into<String>) -> impl FnOnce(kube::Error) -> ApiError {
+    let action = action.into();
+    move |source| ApiError { action, source }
+}
+
 /// What every controller gets.
 pub struct Context {
     /// The API.

@@ -35,24 +35,9 @@ use super::Context;
 use crate::apiserver::writes::NAMESPACE_FINALIZER;
 use crate::gitops::kinds::{Catalog, Kind};
 
-/// Errors a reconcile returns (it is retried after a second).
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// The API refused or failed a request.
-    #[error("{action}: {source}")]
-    Api {
-        /// What was being done.
-        action: String,
-        /// The error.
-        #[source]
-        source: kube::Error,
-    },
-}
-
-fn api_error(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
-    let action = action.into();
-    move |source| Error::Api { action, source }
-}
+/// Errors a reconcile returns (retried with back-off): a failed API request.
+pub use super::ApiError as Error;
+use super::api_error;
 
 fn is_status(error: &kube::Error, code: u16) -> bool {
     matches!(error, kube::Error::Api(status) if status.code == code)

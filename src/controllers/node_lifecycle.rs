@@ -99,24 +99,9 @@ const CONFLICT_RETRY: Duration = Duration::from_millis(100);
 /// A requeue lands this much after the moment it waits for, so that moment has passed.
 const MARGIN: Duration = Duration::from_millis(10);
 
-/// Errors a reconcile returns (it is retried with back-off).
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// The API refused or failed a request.
-    #[error("{action}: {source}")]
-    Api {
-        /// What was being done.
-        action: String,
-        /// The error.
-        #[source]
-        source: kube::Error,
-    },
-}
-
-fn api_error(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
-    let action = action.into();
-    move |source| Error::Api { action, source }
-}
+/// Errors a reconcile returns (retried with back-off): a failed API request.
+pub use super::ApiError as Error;
+use super::api_error;
 
 /// Whether the error is a 409: the object changed under us, and its watch event will
 /// bring us back.

@@ -39,24 +39,9 @@ pub const BURST: usize = 500;
 /// How long expectations wait for the watch before they are given up (upstream: 5 min).
 const EXPECTATIONS_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// Errors a reconcile returns (it is retried with back-off).
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// The API refused or failed a request.
-    #[error("{action}: {source}")]
-    Api {
-        /// What was being done.
-        action: String,
-        /// The error.
-        #[source]
-        source: kube::Error,
-    },
-}
-
-fn api_error(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
-    let action = action.into();
-    move |source| Error::Api { action, source }
-}
+/// Errors a reconcile returns (retried with back-off): a failed API request.
+pub use super::ApiError as Error;
+use super::api_error;
 
 /// Pods a ReplicaSet created or deleted and the watch has not shown yet.
 #[derive(Debug)]
