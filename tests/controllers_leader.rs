@@ -180,7 +180,74 @@ async fn of_two_managers_one_acts_and_the_other_takes_over() {
         .unwrap()
         .items
         .iter()
-        .map(|p| p.name_any())
+        .map(|p| {
+            format!(
+                "{} deleting={}",
+                p.name_any(),
+                p.metadata.deletion_timestamp.is_some()
+            )
+        })
         .collect();
-    assert_eq!(names.len(), 6);
+    assert_eq!(names.len(), 6, "{names:?}");
+}
+
+/// The generic helper other components (the GitOps sources) use: of two candidates only one
+/// runs its work at a time, and the other starts when the first shuts down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_while_leader_runs_one_candidate_at_a_time() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let server = TestServer::start(Backend::Embedded).await;
+    let client = server.client();
+    let running = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let started = Arc::new(AtomicUsize::new(0));
+    let mut tokens = Vec::new();
+    for identity in ["x", "y"] {
+        let shutdown = CancellationToken::new();
+        let mut config = config(identity);
+        config.name = "gitops-test".to_owned();
+        let (running, most, started) = (running.clone(), most.clone(), started.clone());
+        tokio::spawn(moor::controllers::leader::run_while_leader(
+            client.clone(),
+            config,
+            shutdown.clone(),
+            move |term| {
+                let (running, most, started) = (running.clone(), most.clone(), started.clone());
+                async move {
+                    started.fetch_add(1, Ordering::SeqCst);
+                    let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(now, Ordering::SeqCst);
+                    term.cancelled().await;
+                    running.fetch_sub(1, Ordering::SeqCst);
+                }
+            },
+        ));
+        tokens.push(shutdown);
+    }
+    eventually_ok!("one started", {
+        let n = started.load(Ordering::SeqCst);
+        if n == 1 { Ok(()) } else { Err(n) }
+    });
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(started.load(Ordering::SeqCst), 1, "both candidates ran");
+    // Whoever leads shuts down; the other takes over.
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-system");
+    let leader = leases
+        .get("gitops-test")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .holder_identity
+        .unwrap();
+    tokens[if leader == "x" { 0 } else { 1 }].cancel();
+    eventually_ok!("the other started", {
+        let n = started.load(Ordering::SeqCst);
+        if n == 2 { Ok(()) } else { Err(n) }
+    });
+    assert_eq!(most.load(Ordering::SeqCst), 1, "two ran at once");
+    for token in tokens {
+        token.cancel();
+    }
 }

@@ -15,6 +15,7 @@ use super::StoreBackendArgs;
 use super::controller_manager::ControllerArgs;
 use crate::api::manifest_source::ManifestSourceSpec;
 use crate::apiserver::ApiServer;
+use crate::controllers::leader::{LeaderConfig, run_while_leader};
 use crate::gitops::controller::{SourceController, manifest_source_resource};
 use crate::gitops::sync::{directory_spec, git_spec};
 use crate::store::{Compactor, EmbeddedStore, Store};
@@ -42,8 +43,8 @@ pub struct ServerArgs {
     /// Name of the ManifestSource that --manifests or --git creates.
     #[arg(long, default_value = "manifests")]
     source_name: String,
-    /// Do not run the GitOps source controller in this process (e.g. on all but one of
-    /// several servers sharing an etcd, until leader election lands).
+    /// Do not run the GitOps source controller in this process. (With several servers on
+    /// one etcd it runs leader-elected on the Lease kube-system/moor-gitops.)
     #[arg(long)]
     disable_gitops: bool,
     /// Do not run the controllers in this process.
@@ -141,8 +142,27 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
     let gitops = if args.disable_gitops {
         None
     } else {
-        let controller = SourceController::new(client, args.backend.data_dir.join("gitops"));
-        Some(tokio::spawn(controller.run(shutdown.clone())))
+        let cache = args.backend.data_dir.join("gitops");
+        let run_sources = move |client: kube::Client, cache: PathBuf, token: CancellationToken| async move {
+            if let Err(e) = SourceController::new(client, cache).run(token).await {
+                tracing::warn!(error = %e, "the source controller stopped");
+            }
+        };
+        Some(if args.controllers.leader_elect {
+            // Several servers on one etcd: only the holder of this Lease syncs sources.
+            let mut config = LeaderConfig::new("moor-gitops");
+            config.lease_duration = args.controllers.leader_elect_lease_duration;
+            config.renew_deadline = args.controllers.leader_elect_renew_deadline;
+            config.retry_period = args.controllers.leader_elect_retry_period;
+            tokio::spawn(run_while_leader(
+                client.clone(),
+                config,
+                shutdown.clone(),
+                move |token| run_sources(client.clone(), cache.clone(), token),
+            ))
+        } else {
+            tokio::spawn(run_sources(client, cache, shutdown.clone()))
+        })
     };
 
     let signal = shutdown.clone();
@@ -155,12 +175,10 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
     if let Some(controllers) = controllers {
         let _ = controllers.await;
     }
-    if let Some(gitops) = gitops {
-        match gitops.await {
-            Ok(Err(e)) => tracing::warn!(error = %e, "the source controller stopped"),
-            Err(e) => tracing::warn!(error = %e, "the source controller panicked"),
-            Ok(Ok(())) => {}
-        }
+    if let Some(gitops) = gitops
+        && let Err(e) = gitops.await
+    {
+        tracing::warn!(error = %e, "the source controller panicked");
     }
     let _ = compactor.await;
     if let Some(store) = embedded {

@@ -220,6 +220,10 @@ fn surge_and_unavailable(d: &Deployment) -> (i32, i32) {
 }
 
 async fn reconcile(d: Arc<Deployment>, state: Arc<State>) -> Result<Action, Error> {
+    // A partial ReplicaSet cache would make a new ReplicaSet for a template that has one.
+    if state.sets.wait_until_ready().await.is_err() {
+        return Ok(Action::await_change());
+    }
     if d.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }

@@ -53,6 +53,33 @@ impl LeaderConfig {
     }
 }
 
+/// Run `work` only while holding the Lease: campaign, start `work(term)` on winning, cancel
+/// `term` (and wait for the work to end) when the lease is lost, then campaign again — until
+/// `shutdown` fires, when the lease is released for a successor.
+pub async fn run_while_leader<F, Fut>(
+    client: Client,
+    config: LeaderConfig,
+    shutdown: CancellationToken,
+    mut work: F,
+) where
+    F: FnMut(CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let mut elector = LeaderElector::new(client, config);
+    while elector.acquire(&shutdown).await {
+        let term = shutdown.child_token();
+        let running = tokio::spawn(work(term.clone()));
+        elector.hold(&shutdown).await;
+        term.cancel();
+        let _ = running.await;
+        if shutdown.is_cancelled() {
+            // Released only once the work has stopped, so a successor never overlaps it.
+            elector.release().await;
+            break;
+        }
+    }
+}
+
 /// A candidate for one Lease.
 pub struct LeaderElector {
     api: Api<Lease>,
@@ -105,16 +132,13 @@ impl LeaderElector {
     }
 
     /// Keep the lease renewed until it is lost (no successful renewal for
-    /// `renew_deadline`) or `shutdown` fires; on shutdown the lease is released so another
-    /// candidate takes over at once.
+    /// `renew_deadline`) or `shutdown` fires. The caller stops its work and then calls
+    /// [`LeaderElector::release`], so a successor takes over at once but never overlaps.
     pub async fn hold(&mut self, shutdown: &CancellationToken) {
         let mut last_renewal = Instant::now();
         loop {
             tokio::select! {
-                () = shutdown.cancelled() => {
-                    self.release().await;
-                    return;
-                }
+                () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(self.config.retry_period) => {}
             }
             match self.try_acquire_or_renew().await {

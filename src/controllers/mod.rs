@@ -28,7 +28,7 @@ use kube::Client;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use leader::{LeaderConfig, LeaderElector};
+use leader::LeaderConfig;
 
 /// A failed API request and what was being done: what a reconcile returns (and is retried
 /// for).
@@ -163,17 +163,11 @@ impl ControllerManager {
             self.run_controllers(ctx, shutdown).await;
             return;
         };
-        let mut elector = LeaderElector::new(self.client.clone(), config);
-        while elector.acquire(&shutdown).await {
-            let term = shutdown.child_token();
-            let running = tokio::spawn(self.run_controllers_owned(ctx.clone(), term.clone()));
-            elector.hold(&shutdown).await;
-            term.cancel();
-            let _ = running.await;
-            if shutdown.is_cancelled() {
-                break;
-            }
-        }
+        let selected = self.selected();
+        leader::run_while_leader(self.client.clone(), config, shutdown, move |term| {
+            run_all(selected.clone(), ctx.clone(), term)
+        })
+        .await;
     }
 
     fn selected(&self) -> Vec<(&'static str, RunFn)> {
@@ -186,15 +180,6 @@ impl ControllerManager {
             })
             .copied()
             .collect()
-    }
-
-    fn run_controllers_owned(
-        &self,
-        ctx: Arc<Context>,
-        shutdown: CancellationToken,
-    ) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let selected = self.selected();
-        async move { run_all(selected, ctx, shutdown).await }
     }
 
     async fn run_controllers(&self, ctx: Arc<Context>, shutdown: CancellationToken) {

@@ -556,6 +556,12 @@ fn until(now: jiff::Timestamp, then: jiff::Timestamp) -> Duration {
 }
 
 async fn reconcile(node: Arc<Node>, state: Arc<State>) -> Result<Action, Error> {
+    // Heartbeats and pods must be fully listed before judging a node or its pods.
+    if state.leases.wait_until_ready().await.is_err()
+        || state.pods.wait_until_ready().await.is_err()
+    {
+        return Ok(Action::await_change());
+    }
     if node.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }

@@ -203,6 +203,11 @@ fn deletion_rank(pod: &Pod) -> impl Ord {
 }
 
 async fn reconcile(rs: Arc<ReplicaSet>, state: Arc<State>) -> Result<Action, Error> {
+    // Counting pods before the pod cache has its first full list would create pods that
+    // exist (a new leader, a restart): wait for it, as upstream waits for caches to sync.
+    if state.pods.wait_until_ready().await.is_err() {
+        return Ok(Action::await_change());
+    }
     let namespace = rs.namespace().unwrap_or_default();
     let name = rs.name_any();
     let key = format!("{namespace}/{name}");
