@@ -166,6 +166,13 @@ fn spec_replicas(rs: &ReplicaSet) -> i32 {
     rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0)
 }
 
+/// Available pods as the rollout may count them: never more than the ReplicaSet is scaled
+/// to. Right after a scale-down its status still counts the pods being deleted; counting
+/// them would let the next step take away more than `maxUnavailable` allows.
+fn counted_available(rs: &ReplicaSet) -> i32 {
+    available(rs).min(spec_replicas(rs))
+}
+
 fn available(rs: &ReplicaSet) -> i32 {
     rs.status
         .as_ref()
@@ -543,7 +550,7 @@ async fn rollout_rolling(
         return Ok(false);
     }
     let min_available = desired - unavailable;
-    let new_unavailable = spec_replicas(&owned[new_index]) - available(&owned[new_index]);
+    let new_unavailable = spec_replicas(&owned[new_index]) - counted_available(&owned[new_index]);
     let mut budget = total - min_available - new_unavailable.max(0);
     if budget <= 0 {
         return Ok(false);
@@ -554,7 +561,7 @@ async fn rollout_rolling(
         if budget <= 0 {
             break;
         }
-        let unhealthy = (spec_replicas(&owned[i]) - available(&owned[i])).max(0);
+        let unhealthy = (spec_replicas(&owned[i]) - counted_available(&owned[i])).max(0);
         let down = unhealthy.min(budget);
         if down > 0 {
             let target = spec_replicas(&owned[i]) - down;
@@ -564,7 +571,7 @@ async fn rollout_rolling(
         }
     }
     // Then available ones, oldest ReplicaSet first, as far as availability allows.
-    let available_total: i32 = owned.iter().map(available).sum();
+    let available_total: i32 = owned.iter().map(counted_available).sum();
     let mut allowed = available_total - min_available;
     for &i in &old {
         if allowed <= 0 {
