@@ -14,6 +14,8 @@
 //! - [`gitops`]: desired state from folders and git repositories — sources, the manifest
 //!   loader, plans made by server-side dry-run, apply and safe prune, the source controller
 //!   that keeps the cluster following them, and the rendering of `moor diff`.
+//! - [`scheduler`]: places pending pods on nodes — watches, an incremental cache, the
+//!   scheduling queue, filter and score plugins, optimistic binding — under leader election.
 //! - [`cli`]: the `moor` command line; one file per subcommand. `src/main.rs` only parses
 //!   arguments and calls into it.
 
@@ -22,4 +24,5 @@ pub mod apiserver;
 pub mod cli;
 pub mod controllers;
 pub mod gitops;
+pub mod scheduler;
 pub mod store;

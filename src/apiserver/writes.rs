@@ -1016,6 +1016,25 @@ impl Inner {
                     "pod is being deleted, cannot be assigned to a host",
                 ));
             }
+            // The binding names the pod incarnation it was decided for (upstream checks the
+            // same): a pod recreated under the name meanwhile is not placed by it.
+            if let Some(uid) = binding
+                .pointer("/metadata/uid")
+                .and_then(Value::as_str)
+                .filter(|u| !u.is_empty())
+            {
+                let current = meta_str(&old, "uid").unwrap_or_default();
+                if uid != current {
+                    return Err(ApiError::conflict(
+                        info.group,
+                        info.plural,
+                        &name,
+                        &format!(
+                            "Precondition failed: UID in precondition: {uid}, UID in object meta: {current}"
+                        ),
+                    ));
+                }
+            }
             let mut new = old.clone();
             new["spec"]["nodeName"] = json!(node);
             set_condition(

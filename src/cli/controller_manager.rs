@@ -13,12 +13,10 @@ use super::parse_duration;
 use crate::controllers::leader::LeaderConfig;
 use crate::controllers::{CONTROLLERS, ControllerManager, Options};
 
-/// Flags shared by `moor controller-manager` and `moor server`.
+/// Leader-election flags, shared by every leader-elected component (`moor server` applies
+/// them to its controllers, scheduler and GitOps sources alike).
 #[derive(Clone, Debug, Args)]
-pub struct ControllerArgs {
-    /// Run only these controllers (comma-separated); all by default.
-    #[arg(long, value_delimiter = ',')]
-    pub controllers: Vec<String>,
+pub struct LeaderElectionArgs {
     /// Elect a leader through a Lease so only one of several instances acts.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub leader_elect: bool,
@@ -31,6 +29,42 @@ pub struct ControllerArgs {
     /// How often candidates try to acquire and the leader renews.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub leader_elect_retry_period: Duration,
+}
+
+impl LeaderElectionArgs {
+    /// The election on the Lease `kube-system/{lease}`, or `None` with `--leader-elect=false`.
+    pub fn config(&self, lease: &str) -> anyhow::Result<Option<LeaderConfig>> {
+        if !self.leader_elect {
+            return Ok(None);
+        }
+        if self.leader_elect_renew_deadline >= self.leader_elect_lease_duration {
+            anyhow::bail!(
+                "--leader-elect-renew-deadline must be shorter than --leader-elect-lease-duration"
+            );
+        }
+        let mut config = LeaderConfig::new(lease);
+        config.lease_duration = self.leader_elect_lease_duration;
+        config.renew_deadline = self.leader_elect_renew_deadline;
+        config.retry_period = self.leader_elect_retry_period;
+        Ok(Some(config))
+    }
+
+    /// How `moor` reports the election on `lease` at start-up.
+    pub fn describe(&self, lease: &str) -> String {
+        if self.leader_elect {
+            format!("leader-elected (Lease kube-system/{lease})")
+        } else {
+            "no leader election".to_owned()
+        }
+    }
+}
+
+/// Flags shared by `moor controller-manager` and `moor server`.
+#[derive(Clone, Debug, Args)]
+pub struct ControllerArgs {
+    /// Run only these controllers (comma-separated); all by default.
+    #[arg(long, value_delimiter = ',')]
+    pub controllers: Vec<String>,
     /// How long a node may miss heartbeats before it is marked unreachable.
     #[arg(long, default_value = "40s", value_parser = parse_duration)]
     pub node_monitor_grace_period: Duration,
@@ -40,12 +74,16 @@ pub struct ControllerArgs {
     pub pod_eviction_timeout: Duration,
 }
 
+/// The Lease the controller managers elect a leader on.
+pub const LEASE_NAME: &str = "moor-controller-manager";
+
 impl ControllerArgs {
     /// The manager these flags describe, using `client` and keeping keys in `data_dir`.
     pub fn manager(
         &self,
         client: kube::Client,
         data_dir: PathBuf,
+        leader: &LeaderElectionArgs,
     ) -> anyhow::Result<ControllerManager> {
         for name in &self.controllers {
             if !CONTROLLERS.iter().any(|(known, _)| known == name) {
@@ -56,11 +94,6 @@ impl ControllerArgs {
                 );
             }
         }
-        if self.leader_elect_renew_deadline >= self.leader_elect_lease_duration {
-            anyhow::bail!(
-                "--leader-elect-renew-deadline must be shorter than --leader-elect-lease-duration"
-            );
-        }
         let mut manager = ControllerManager::new(client).with_options(Options {
             node_monitor_grace: self.node_monitor_grace_period,
             pod_eviction_timeout: self.pod_eviction_timeout,
@@ -69,11 +102,7 @@ impl ControllerArgs {
         if !self.controllers.is_empty() {
             manager = manager.with_controllers(self.controllers.clone());
         }
-        if self.leader_elect {
-            let mut config = LeaderConfig::new("moor-controller-manager");
-            config.lease_duration = self.leader_elect_lease_duration;
-            config.renew_deadline = self.leader_elect_renew_deadline;
-            config.retry_period = self.leader_elect_retry_period;
+        if let Some(config) = leader.config(LEASE_NAME)? {
             manager = manager.with_leader_election(config);
         }
         Ok(manager)
@@ -91,12 +120,16 @@ pub struct ControllerManagerArgs {
     pub data_dir: PathBuf,
     #[command(flatten)]
     pub controllers: ControllerArgs,
+    #[command(flatten)]
+    pub leader: LeaderElectionArgs,
 }
 
 /// Run `moor controller-manager` until SIGINT or SIGTERM.
 pub async fn run(args: ControllerManagerArgs) -> anyhow::Result<ExitCode> {
     let client = super::diff::connect(args.kubeconfig.clone()).await?;
-    let manager = args.controllers.manager(client, args.data_dir.clone())?;
+    let manager = args
+        .controllers
+        .manager(client, args.data_dir.clone(), &args.leader)?;
     let shutdown = CancellationToken::new();
     let signal = shutdown.clone();
     tokio::spawn(async move {
@@ -114,11 +147,7 @@ pub async fn run(args: ControllerManagerArgs) -> anyhow::Result<ExitCode> {
         } else {
             args.controllers.controllers.join(" ")
         },
-        if args.controllers.leader_elect {
-            "leader-elected (Lease kube-system/moor-controller-manager)"
-        } else {
-            "no leader election"
-        }
+        args.leader.describe(LEASE_NAME)
     );
     manager.run(shutdown).await;
     Ok(ExitCode::SUCCESS)

@@ -3,6 +3,7 @@
 pub mod apply;
 pub mod controller_manager;
 pub mod diff;
+pub mod scheduler;
 pub mod server;
 pub mod store;
 
@@ -33,7 +34,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the API server over the store (embedded, or etcd with --etcd-endpoints).
-    Server(server::ServerArgs),
+    Server(Box<server::ServerArgs>),
     /// Inspect, back up and restore the cluster store.
     Store(store::StoreArgs),
     /// Show what applying a folder or git revision would change (exit 0: nothing, 1: changes,
@@ -43,6 +44,8 @@ pub enum Command {
     Apply(apply::ApplyArgs),
     /// Run the controllers alone against an API server (leader-elected).
     ControllerManager(controller_manager::ControllerManagerArgs),
+    /// Run the scheduler alone against an API server (leader-elected).
+    Scheduler(scheduler::SchedulerCommandArgs),
 }
 
 /// Run a parsed command line; the returned code is the process exit code.
@@ -56,11 +59,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .build()?;
     runtime.block_on(async move {
         match cli.command {
-            Command::Server(args) => server::run(args).await,
+            Command::Server(args) => server::run(*args).await,
             Command::Store(args) => store::run(args).await,
             Command::Diff(args) => diff::run(args).await,
             Command::Apply(args) => apply::run(args).await,
             Command::ControllerManager(args) => controller_manager::run(args).await,
+            Command::Scheduler(args) => scheduler::run(args).await,
         }
     })
 }

@@ -12,13 +12,17 @@ use clap::Args;
 use tokio_util::sync::CancellationToken;
 
 use super::StoreBackendArgs;
-use super::controller_manager::ControllerArgs;
+use super::controller_manager::{self, ControllerArgs, LeaderElectionArgs};
+use super::scheduler::SchedulerArgs;
 use crate::api::manifest_source::ManifestSourceSpec;
 use crate::apiserver::ApiServer;
-use crate::controllers::leader::{LeaderConfig, run_while_leader};
+use crate::controllers::leader::run_while_leader;
 use crate::gitops::controller::{SourceController, manifest_source_resource};
 use crate::gitops::sync::{directory_spec, git_spec};
 use crate::store::{Compactor, EmbeddedStore, Store};
+
+/// The Lease the GitOps source controllers of several servers elect a leader on.
+const GITOPS_LEASE: &str = "moor-gitops";
 
 /// `moor server ...`
 #[derive(Debug, Args)]
@@ -50,8 +54,15 @@ pub struct ServerArgs {
     /// Do not run the controllers in this process.
     #[arg(long)]
     disable_controllers: bool,
+    /// Do not run the scheduler in this process.
+    #[arg(long)]
+    disable_scheduler: bool,
     #[command(flatten)]
     controllers: ControllerArgs,
+    #[command(flatten)]
+    scheduler: SchedulerArgs,
+    #[command(flatten)]
+    leader: LeaderElectionArgs,
 }
 
 /// Run `moor server` until SIGINT or SIGTERM.
@@ -126,18 +137,26 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
     let controllers = if args.disable_controllers {
         None
     } else {
-        let manager = args
-            .controllers
-            .manager(client.clone(), args.backend.data_dir.clone())?;
+        let manager = args.controllers.manager(
+            client.clone(),
+            args.backend.data_dir.clone(),
+            &args.leader,
+        )?;
         println!(
             "controllers {}",
-            if args.controllers.leader_elect {
-                "leader-elected (Lease kube-system/moor-controller-manager)"
-            } else {
-                "running"
-            }
+            args.leader.describe(controller_manager::LEASE_NAME)
         );
         Some(tokio::spawn(manager.run(shutdown.clone())))
+    };
+    let scheduler = if args.disable_scheduler {
+        None
+    } else {
+        let scheduler = args.scheduler.scheduler(client.clone(), &args.leader)?;
+        println!(
+            "scheduler  {}",
+            args.leader.describe(crate::scheduler::LEASE_NAME)
+        );
+        Some(tokio::spawn(scheduler.run(shutdown.clone())))
     };
     let gitops = if args.disable_gitops {
         None
@@ -148,20 +167,15 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
                 tracing::warn!(error = %e, "the source controller stopped");
             }
         };
-        Some(if args.controllers.leader_elect {
-            // Several servers on one etcd: only the holder of this Lease syncs sources.
-            let mut config = LeaderConfig::new("moor-gitops");
-            config.lease_duration = args.controllers.leader_elect_lease_duration;
-            config.renew_deadline = args.controllers.leader_elect_renew_deadline;
-            config.retry_period = args.controllers.leader_elect_retry_period;
-            tokio::spawn(run_while_leader(
+        // Several servers on one etcd: only the holder of this Lease syncs sources.
+        Some(match args.leader.config(GITOPS_LEASE)? {
+            Some(config) => tokio::spawn(run_while_leader(
                 client.clone(),
                 config,
                 shutdown.clone(),
                 move |token| run_sources(client.clone(), cache.clone(), token),
-            ))
-        } else {
-            tokio::spawn(run_sources(client, cache, shutdown.clone()))
+            )),
+            None => tokio::spawn(run_sources(client, cache, shutdown.clone())),
         })
     };
 
@@ -172,8 +186,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
         signal.cancel();
     });
     server.serve(listener).await.context("serving the API")?;
-    if let Some(controllers) = controllers {
-        let _ = controllers.await;
+    for task in [controllers, scheduler].into_iter().flatten() {
+        let _ = task.await;
     }
     if let Some(gitops) = gitops
         && let Err(e) = gitops.await

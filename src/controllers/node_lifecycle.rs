@@ -58,7 +58,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Context;
 use super::events::{EventType, Recorder, reference};
-use super::util::is_terminating;
+use super::util::{is_terminating, tolerates};
 
 /// Where agents keep their heartbeat Leases, one per node, named after it.
 pub const LEASE_NAMESPACE: &str = "kube-node-lease";
@@ -465,26 +465,6 @@ fn reconcile_taints(
         }
     }
     (taints != current).then_some((taints, added))
-}
-
-/// Whether the toleration tolerates the taint (upstream's ToleratesTaint).
-fn tolerates(toleration: &Toleration, taint: &Taint) -> bool {
-    let effect = toleration.effect.as_deref().unwrap_or_default();
-    if !effect.is_empty() && effect != taint.effect {
-        return false;
-    }
-    let key = toleration.key.as_deref().unwrap_or_default();
-    if !key.is_empty() && key != taint.key {
-        return false;
-    }
-    match toleration.operator.as_deref().unwrap_or("Equal") {
-        "Exists" => true,
-        "Equal" | "" => {
-            toleration.value.as_deref().unwrap_or_default()
-                == taint.value.as_deref().unwrap_or_default()
-        }
-        _ => false,
-    }
 }
 
 /// The pod's tolerations plus the ones upstream's DefaultTolerationSeconds admission would
