@@ -640,7 +640,12 @@ fn node_of(value: &Value, position: &Position) -> Node {
 
 /// The member paths of `new` that `old` lacks or, for leaves, holds with another value.
 fn changed_fields(group: &str, kind: &str, old: &Value, new: &Value) -> FieldSet {
-    let new_fields = fields_of(group, kind, new, false);
+    // Only the parts of `new` that differ from `old` can hold changed fields; walking just
+    // those keeps a small write to a big object (a binding, a status condition) cheap.
+    let Some(differing) = without_equal_entries(old, new) else {
+        return FieldSet::new();
+    };
+    let new_fields = fields_of(group, kind, &differing, false);
     let mut changed = FieldSet::new();
     for (path, leaf) in new_fields.member_paths() {
         let differs = match get_path(old, &path) {
@@ -657,12 +662,46 @@ fn changed_fields(group: &str, kind: &str, old: &Value, new: &Value) -> FieldSet
 /// The member paths of `old` whose values `new` no longer has.
 fn removed_fields(group: &str, kind: &str, old: &Value, new: &Value) -> FieldSet {
     let mut removed = FieldSet::new();
-    for (path, _) in fields_of(group, kind, old, false).member_paths() {
+    let Some(differing) = without_equal_entries(new, old) else {
+        return removed;
+    };
+    for (path, _) in fields_of(group, kind, &differing, false).member_paths() {
         if get_path(new, &path).is_none() {
             insert_path(&mut removed.root, &path);
         }
     }
     removed
+}
+
+/// `value` without the map entries (at any depth through maps) that `other` holds with
+/// an equal value; `None` when the two are equal. Every member path such an entry would
+/// contribute exists in `other` with the same value, so the field sets computed from
+/// what is left are those computed from the whole. A map left empty that way — it
+/// differs from `other`'s only by entries it lacks — is kept whole, so it still counts
+/// as the map it is (an empty map would be a leaf). Lists are kept whole: their items are
+/// addressed by key, not by position.
+fn without_equal_entries(other: &Value, value: &Value) -> Option<Value> {
+    if other == value {
+        return None;
+    }
+    let (Value::Object(other), Value::Object(map)) = (other, value) else {
+        return Some(value.clone());
+    };
+    let mut kept = serde_json::Map::new();
+    for (key, child) in map {
+        let differing = match other.get(key) {
+            Some(before) => without_equal_entries(before, child),
+            None => Some(child.clone()),
+        };
+        if let Some(child) = differing {
+            kept.insert(key.clone(), child);
+        }
+    }
+    if kept.is_empty() {
+        Some(value.clone())
+    } else {
+        Some(Value::Object(kept))
+    }
 }
 
 fn insert_path(root: &mut Node, path: &[String]) {
@@ -1876,6 +1915,46 @@ mod tests {
                 }
                 config
             })
+    }
+
+    proptest! {
+        #[test]
+        fn pruned_field_diffs_equal_whole_object_diffs(
+            old in prop_oneof![arbitrary_json(), deploymentish()],
+            new in prop_oneof![arbitrary_json(), deploymentish()],
+            same in any::<bool>(),
+        ) {
+            // `same`: compare an object with an edited copy of itself, the common case.
+            let new = if same {
+                let mut edited = old.clone();
+                if let Some(map) = edited.as_object_mut() {
+                    map.insert("spec".into(), new);
+                }
+                edited
+            } else {
+                new
+            };
+            for (group, kind) in [("apps", "Deployment"), ("", "Pod")] {
+                let mut changed = FieldSet::new();
+                for (path, leaf) in fields_of(group, kind, &new, false).member_paths() {
+                    let differs = match get_path(&old, &path) {
+                        None => true,
+                        Some(before) => leaf && Some(before) != get_path(&new, &path),
+                    };
+                    if differs {
+                        insert_path(&mut changed.root, &path);
+                    }
+                }
+                prop_assert_eq!(&changed_fields(group, kind, &old, &new), &changed);
+                let mut removed = FieldSet::new();
+                for (path, _) in fields_of(group, kind, &old, false).member_paths() {
+                    if get_path(&new, &path).is_none() {
+                        insert_path(&mut removed.root, &path);
+                    }
+                }
+                prop_assert_eq!(&removed_fields(group, kind, &old, &new), &removed);
+            }
+        }
     }
 
     proptest! {

@@ -1035,21 +1035,20 @@ impl Inner {
                     ));
                 }
             }
+            // Binding writes spec.nodeName and the status condition, nothing else, so it
+            // goes around the status protection.
             let mut new = old.clone();
             new["spec"]["nodeName"] = json!(node);
             set_condition(
                 &mut new,
                 json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now()}),
             );
-            // Binding writes the status condition too, so go around the status protection.
             let status_target = Target {
                 subresource: Some(Subresource::Status),
                 ..target.clone()
             };
-            let mut new_spec_and_status = with_status_of(&old, &new);
-            new_spec_and_status["spec"]["nodeName"] = json!(node);
             match self
-                .commit_update(&status_target, kv, old, new_spec_and_status, params)
+                .commit_update(&status_target, kv, old, new, params)
                 .await
             {
                 Ok(_) => {

@@ -18,10 +18,10 @@ pub struct SchedulerArgs {
     /// Place pods whose spec.schedulerName is this.
     #[arg(long, default_value = DEFAULT_SCHEDULER_NAME)]
     pub scheduler_name: String,
-    /// Share of the nodes each decision looks at once enough fit (at least 100): 100 looks
-    /// at every node; 0 is upstream's adaptive default (50% of 100 nodes down to 5% of
-    /// 5,625 and more).
-    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(0..=100))]
+    /// Share of the nodes each decision looks at once enough fit (at least 100): 0 is
+    /// upstream's adaptive default (every node below 100, then 50% down to 5% from 5,625
+    /// nodes); 100 looks at every node every time.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=100))]
     pub percentage_of_nodes_to_score: u32,
 }
 

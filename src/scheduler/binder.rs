@@ -58,7 +58,12 @@ pub async fn bind(client: &kube::Client, pod: &PodInfo, node: &str) -> Result<()
     };
     let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
     match api
-        .create_subresource::<_, serde_json::Value>("binding", name, &PostParams::default(), &binding)
+        .create_subresource::<_, serde_json::Value>(
+            "binding",
+            name,
+            &PostParams::default(),
+            &binding,
+        )
         .await
     {
         Ok(_) => Ok(()),
@@ -109,8 +114,10 @@ pub async fn record_unschedulable(
     });
     if !unchanged {
         let meta = &pod.pod.metadata;
-        let api: Api<Pod> =
-            Api::namespaced(client.clone(), meta.namespace.as_deref().unwrap_or_default());
+        let api: Api<Pod> = Api::namespaced(
+            client.clone(),
+            meta.namespace.as_deref().unwrap_or_default(),
+        );
         let patch = json!({"status": {"conditions": [{
             "type": "PodScheduled",
             "status": "False",

@@ -98,16 +98,24 @@ impl PodInfo {
                 }
             }
         }
-        let affinity = spec.affinity.as_ref().and_then(|a| a.node_affinity.as_ref());
+        let affinity = spec
+            .affinity
+            .as_ref()
+            .and_then(|a| a.node_affinity.as_ref());
         PodInfo {
             key: pod_key(&pod),
             requests: pod_requests(&spec),
             host_ports,
             node_selector: spec.node_selector.clone().unwrap_or_default(),
-            required_affinity: affinity
-                .and_then(|a| a.required_during_scheduling_ignored_during_execution.clone()),
+            required_affinity: affinity.and_then(|a| {
+                a.required_during_scheduling_ignored_during_execution
+                    .clone()
+            }),
             preferred_affinity: affinity
-                .and_then(|a| a.preferred_during_scheduling_ignored_during_execution.clone())
+                .and_then(|a| {
+                    a.preferred_during_scheduling_ignored_during_execution
+                        .clone()
+                })
                 .unwrap_or_default(),
             tolerations: spec.tolerations.clone().unwrap_or_default(),
             owner: controller_of(&pod.metadata).map(|r| r.uid.clone()),
@@ -451,12 +459,18 @@ pub(crate) mod tests {
         let _ = cache.upsert_node(node("a", "2", "1Gi", "10"));
         cache.assume(pod("p", "500m", None), "a");
         let a = cache.node("a").unwrap();
-        assert_eq!((a.requested.milli_cpu, a.pod_count, a.host_ports.len()), (500, 1, 1));
+        assert_eq!(
+            (a.requested.milli_cpu, a.pod_count, a.host_ports.len()),
+            (500, 1, 1)
+        );
         assert_eq!(a.owners.get("rs-uid"), Some(&1));
         assert!(cache.is_assumed("default/p"));
         cache.forget("default/p");
         let a = cache.node("a").unwrap();
-        assert_eq!((a.requested.milli_cpu, a.pod_count, a.host_ports.len()), (0, 0, 0));
+        assert_eq!(
+            (a.requested.milli_cpu, a.pod_count, a.host_ports.len()),
+            (0, 0, 0)
+        );
         assert!(a.owners.is_empty());
     }
 
@@ -504,8 +518,17 @@ pub(crate) mod tests {
     #[test]
     fn heartbeats_are_irrelevant_but_capacity_is_not() {
         let mut cache = Cache::new();
-        assert_eq!(cache.upsert_node(node("a", "2", "1Gi", "10")), Change::MayHelp);
-        assert_eq!(cache.upsert_node(node("a", "2", "1Gi", "10")), Change::Irrelevant);
-        assert_eq!(cache.upsert_node(node("a", "4", "1Gi", "10")), Change::MayHelp);
+        assert_eq!(
+            cache.upsert_node(node("a", "2", "1Gi", "10")),
+            Change::MayHelp
+        );
+        assert_eq!(
+            cache.upsert_node(node("a", "2", "1Gi", "10")),
+            Change::Irrelevant
+        );
+        assert_eq!(
+            cache.upsert_node(node("a", "4", "1Gi", "10")),
+            Change::MayHelp
+        );
     }
 }

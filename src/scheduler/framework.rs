@@ -326,13 +326,14 @@ mod tests {
         assert_eq!(profile.schedule(&cache, &p, &mut rng).unwrap(), "big");
         let huge = pod("huge", "16", None);
         assert_eq!(
-            profile.schedule(&cache, &huge, &mut rng).unwrap_err().to_string(),
+            profile
+                .schedule(&cache, &huge, &mut rng)
+                .unwrap_err()
+                .to_string(),
             "0/2 nodes are available: 2 Insufficient cpu."
         );
         assert_eq!(
-            profile
-                .schedule(&Cache::new(), &p, &mut rng)
-                .unwrap_err(),
+            profile.schedule(&Cache::new(), &p, &mut rng).unwrap_err(),
             FitError::NoNodes
         );
     }

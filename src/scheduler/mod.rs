@@ -49,6 +49,15 @@ pub const LEASE_NAME: &str = "moor-scheduler";
 const MAX_IN_FLIGHT: usize = 512;
 /// Decisions between yields, so one busy loop does not starve the runtime's other tasks.
 const DECISIONS_PER_YIELD: usize = 32;
+/// `Scheduled` events waiting to be written. They are written a few at a time behind the
+/// bindings, so a burst of decisions is not slowed by as many event writes; beyond this
+/// many waiting, new ones are dropped (as upstream's event broadcaster drops when full).
+const MAX_PENDING_EVENTS: usize = 16_384;
+/// `Scheduled` events written at once.
+const EVENT_WRITERS: usize = 8;
+
+/// A placement whose `Scheduled` event is still to be written.
+type ScheduledEvent = (Arc<PodInfo>, String);
 
 /// The scheduler and its settings.
 #[derive(Clone)]
@@ -60,12 +69,13 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
-    /// `default-scheduler`, every node considered, no leader election.
+    /// `default-scheduler`, upstream's adaptive node sampling (every node below 100;
+    /// `cargo bench --bench scheduler` shows why it pays at thousands), no leader election.
     pub fn new(client: kube::Client) -> Self {
         Scheduler {
             client,
             name: DEFAULT_SCHEDULER_NAME.to_owned(),
-            sampling: NodeSampling::All,
+            sampling: NodeSampling::Adaptive,
             leader: None,
         }
     }
@@ -119,7 +129,11 @@ impl Scheduler {
             self.client.clone(),
             term.clone(),
         ));
-        tasks.spawn(watch_pods(shared.clone(), self.client.clone(), term.clone()));
+        tasks.spawn(watch_pods(
+            shared.clone(),
+            self.client.clone(),
+            term.clone(),
+        ));
         let profile = Profile::default().with_sampling(self.sampling);
         decide(shared, self.client.clone(), profile, term).await;
         tasks.close();
@@ -300,6 +314,12 @@ async fn decide(
 ) {
     let recorder = Arc::new(Recorder::new(client.clone(), shared.name.clone()));
     let writes = TaskTracker::new();
+    let (events, pending_events) = tokio::sync::mpsc::channel(MAX_PENDING_EVENTS);
+    writes.spawn(write_scheduled_events(
+        recorder.clone(),
+        pending_events,
+        term.clone(),
+    ));
     let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let mut rng = fastrand::Rng::new();
     let mut since_yield = 0;
@@ -346,8 +366,9 @@ async fn decide(
                 shared.queue().done(&pod.key);
                 tracing::debug!(pod = %pod.key, node, "scheduled");
                 let (shared, client, recorder) = (shared.clone(), client.clone(), recorder.clone());
+                let events = events.clone();
                 writes.spawn(async move {
-                    bind(&shared, &client, &recorder, pod, node).await;
+                    bind(&shared, &client, &recorder, &events, pod, node).await;
                     drop(permit);
                 });
             }
@@ -370,8 +391,30 @@ async fn decide(
             tokio::task::yield_now().await;
         }
     }
+    drop(events);
     writes.close();
     writes.wait().await;
+}
+
+/// Write `Scheduled` events as they come, a few at a time, until the term ends (events
+/// still waiting then are dropped: they are informational, and the bindings they describe
+/// are done).
+async fn write_scheduled_events(
+    recorder: Arc<Recorder>,
+    pending: tokio::sync::mpsc::Receiver<ScheduledEvent>,
+    term: CancellationToken,
+) {
+    let writing = tokio_stream::wrappers::ReceiverStream::new(pending).for_each_concurrent(
+        EVENT_WRITERS,
+        |(pod, node)| {
+            let recorder = recorder.clone();
+            async move { binder::record_scheduled(&recorder, &pod, &node).await }
+        },
+    );
+    tokio::select! {
+        _ = term.cancelled() => {}
+        _ = writing => {}
+    }
 }
 
 /// Send one binding and act on the answer.
@@ -379,11 +422,16 @@ async fn bind(
     shared: &Shared,
     client: &kube::Client,
     recorder: &Recorder,
+    events: &tokio::sync::mpsc::Sender<ScheduledEvent>,
     pod: Arc<PodInfo>,
     node: String,
 ) {
     match binder::bind(client, &pod, &node).await {
-        Ok(()) => binder::record_scheduled(recorder, &pod, &node).await,
+        Ok(()) => {
+            if events.try_send((pod, node)).is_err() {
+                tracing::debug!("too many Scheduled events waiting; one dropped");
+            }
+        }
         Err(e @ BindError::Settled { .. }) => {
             tracing::debug!(error = %e, "binding not needed");
             shared.cache().forget(&pod.key);

@@ -114,9 +114,7 @@ impl SchedulingQueue {
     fn backoff_until(entry: &Entry) -> Option<Instant> {
         let failed_at = entry.failed_at?;
         let exp = entry.attempts.saturating_sub(1).min(16);
-        let backoff = INITIAL_BACKOFF
-            .saturating_mul(1 << exp)
-            .min(MAX_BACKOFF);
+        let backoff = INITIAL_BACKOFF.saturating_mul(1 << exp).min(MAX_BACKOFF);
         Some(failed_at + backoff)
     }
 
@@ -322,7 +320,8 @@ mod tests {
         q.add_or_update(with_priority("a", 0), now);
         q.add_or_update(with_priority("b", 10), now);
         q.add_or_update(with_priority("c", 0), now);
-        let order: Vec<String> = std::iter::from_fn(|| q.pop().map(|p| p.pod.key.clone())).collect();
+        let order: Vec<String> =
+            std::iter::from_fn(|| q.pop().map(|p| p.pod.key.clone())).collect();
         assert_eq!(order, ["default/b", "default/a", "default/c"]);
     }
 
@@ -394,7 +393,9 @@ mod tests {
         let p = with_priority("a", 0);
         for attempt in 1..=6u32 {
             q.retry(p.clone(), t0);
-            let expected = INITIAL_BACKOFF.saturating_mul(1 << (attempt - 1)).min(MAX_BACKOFF);
+            let expected = INITIAL_BACKOFF
+                .saturating_mul(1 << (attempt - 1))
+                .min(MAX_BACKOFF);
             assert_eq!(q.next_wakeup(), Some(t0 + expected), "attempt {attempt}");
             q.flush(t0 + expected);
             assert!(q.pop().is_some());
@@ -410,7 +411,10 @@ mod tests {
         q.unschedulable("default/a", popped.cycle, t0);
         let mut status_only = (*pod("a", "1", None).pod).clone();
         status_only.status = Some(Default::default());
-        q.add_or_update(Arc::new(PodInfo::new(Arc::new(status_only))), t0 + Duration::from_secs(2));
+        q.add_or_update(
+            Arc::new(PodInfo::new(Arc::new(status_only))),
+            t0 + Duration::from_secs(2),
+        );
         assert!(q.pop().is_none());
         q.add_or_update(pod("a", "500m", None), t0 + Duration::from_secs(2));
         assert!(q.pop().is_some());

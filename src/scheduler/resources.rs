@@ -232,7 +232,9 @@ mod tests {
 
     #[test]
     fn containers_are_summed_and_units_parsed() {
-        let r = pod_requests(&spec(json!({"containers": [c("a", "250m", "64Mi"), c("b", "1", "1G")]})));
+        let r = pod_requests(&spec(
+            json!({"containers": [c("a", "250m", "64Mi"), c("b", "1", "1G")]}),
+        ));
         assert_eq!(r.requests.milli_cpu, 1250);
         assert_eq!(r.requests.memory, 64 * 1024 * 1024 + 1_000_000_000);
         assert_eq!(r.non_zero_milli_cpu, 1250);
@@ -280,7 +282,11 @@ mod tests {
         assert_eq!(r.non_zero_milli_cpu, 2 * DEFAULT_MILLI_CPU_REQUEST + 10);
         assert_eq!(r.non_zero_memory, 2 * DEFAULT_MEMORY_REQUEST + 1024 * 1024);
         assert!(!r.requests.is_zero());
-        assert!(pod_requests(&spec(json!({"containers": [{"name": "a"}]}))).requests.is_zero());
+        assert!(
+            pod_requests(&spec(json!({"containers": [{"name": "a"}]})))
+                .requests
+                .is_zero()
+        );
     }
 
     #[test]
@@ -291,8 +297,14 @@ mod tests {
         }))
         .unwrap();
         let (r, pods) = node_allocatable(&node);
-        assert_eq!((r.milli_cpu, r.memory, pods), (3900, 7 * 1024 * 1024 * 1024, 110));
+        assert_eq!(
+            (r.milli_cpu, r.memory, pods),
+            (3900, 7 * 1024 * 1024 * 1024, 110)
+        );
         assert_eq!(r.ephemeral_storage, 10 * 1024 * 1024 * 1024);
-        assert_eq!(node_allocatable(&Node::default()), (Resources::default(), 0));
+        assert_eq!(
+            node_allocatable(&Node::default()),
+            (Resources::default(), 0)
+        );
     }
 }

@@ -51,7 +51,9 @@ mod tests {
     #[test]
     fn balanced_use_scores_higher() {
         // node(): 4 cpu, 8Gi.
-        let p = pod(json!({"spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": "1", "memory": "2Gi"}}}]}}));
+        let p = pod(
+            json!({"spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": "1", "memory": "2Gi"}}}]}}),
+        );
         assert_eq!(BalancedAllocation.score(&p, &node(json!({}))), 100);
         let mut cpu_heavy = node(json!({}));
         cpu_heavy.requested.milli_cpu = 3000;

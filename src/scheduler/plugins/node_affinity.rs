@@ -121,8 +121,10 @@ mod tests {
     use serde_json::json;
 
     fn required(exprs: serde_json::Value) -> PodInfo {
-        pod(json!({"spec": {"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
-            "nodeSelectorTerms": [{"matchExpressions": exprs}]}}}}}))
+        pod(
+            json!({"spec": {"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [{"matchExpressions": exprs}]}}}}}),
+        )
     }
 
     #[test]
@@ -140,47 +142,93 @@ mod tests {
     fn every_operator() {
         let n = node(json!({"metadata": {"labels": {"disk": "ssd", "cores": "8"}}}));
         let cases = [
-            (json!([{"key": "disk", "operator": "In", "values": ["ssd", "nvme"]}]), true),
-            (json!([{"key": "disk", "operator": "In", "values": ["hdd"]}]), false),
-            (json!([{"key": "disk", "operator": "NotIn", "values": ["hdd"]}]), true),
-            (json!([{"key": "gpu", "operator": "NotIn", "values": ["x"]}]), true),
-            (json!([{"key": "disk", "operator": "NotIn", "values": ["ssd"]}]), false),
+            (
+                json!([{"key": "disk", "operator": "In", "values": ["ssd", "nvme"]}]),
+                true,
+            ),
+            (
+                json!([{"key": "disk", "operator": "In", "values": ["hdd"]}]),
+                false,
+            ),
+            (
+                json!([{"key": "disk", "operator": "NotIn", "values": ["hdd"]}]),
+                true,
+            ),
+            (
+                json!([{"key": "gpu", "operator": "NotIn", "values": ["x"]}]),
+                true,
+            ),
+            (
+                json!([{"key": "disk", "operator": "NotIn", "values": ["ssd"]}]),
+                false,
+            ),
             (json!([{"key": "disk", "operator": "Exists"}]), true),
             (json!([{"key": "gpu", "operator": "Exists"}]), false),
             (json!([{"key": "gpu", "operator": "DoesNotExist"}]), true),
             (json!([{"key": "disk", "operator": "DoesNotExist"}]), false),
-            (json!([{"key": "cores", "operator": "Gt", "values": ["4"]}]), true),
-            (json!([{"key": "cores", "operator": "Gt", "values": ["8"]}]), false),
-            (json!([{"key": "cores", "operator": "Lt", "values": ["16"]}]), true),
-            (json!([{"key": "cores", "operator": "Lt", "values": ["8"]}]), false),
-            (json!([{"key": "disk", "operator": "Gt", "values": ["1"]}]), false),
-            (json!([{"key": "gpu", "operator": "Lt", "values": ["1"]}]), false),
-            (json!([{"key": "disk", "operator": "In", "values": ["ssd"]},
-                    {"key": "cores", "operator": "Gt", "values": ["100"]}]), false),
+            (
+                json!([{"key": "cores", "operator": "Gt", "values": ["4"]}]),
+                true,
+            ),
+            (
+                json!([{"key": "cores", "operator": "Gt", "values": ["8"]}]),
+                false,
+            ),
+            (
+                json!([{"key": "cores", "operator": "Lt", "values": ["16"]}]),
+                true,
+            ),
+            (
+                json!([{"key": "cores", "operator": "Lt", "values": ["8"]}]),
+                false,
+            ),
+            (
+                json!([{"key": "disk", "operator": "Gt", "values": ["1"]}]),
+                false,
+            ),
+            (
+                json!([{"key": "gpu", "operator": "Lt", "values": ["1"]}]),
+                false,
+            ),
+            (
+                json!([{"key": "disk", "operator": "In", "values": ["ssd"]},
+                    {"key": "cores", "operator": "Gt", "values": ["100"]}]),
+                false,
+            ),
         ];
         for (exprs, fits) in cases {
-            assert_eq!(NodeAffinity.filter(&required(exprs.clone()), &n).is_ok(), fits, "{exprs}");
+            assert_eq!(
+                NodeAffinity.filter(&required(exprs.clone()), &n).is_ok(),
+                fits,
+                "{exprs}"
+            );
         }
     }
 
     #[test]
     fn terms_are_ored_and_empty_terms_match_nothing() {
         let n = node(json!({"metadata": {"name": "n1", "labels": {"disk": "ssd"}}}));
-        let p = pod(json!({"spec": {"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+        let p = pod(
+            json!({"spec": {"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
             "nodeSelectorTerms": [
                 {"matchExpressions": [{"key": "disk", "operator": "In", "values": ["hdd"]}]},
-                {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n1"]}]}]}}}}}));
+                {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n1"]}]}]}}}}}),
+        );
         assert!(NodeAffinity.filter(&p, &n).is_ok());
-        let empty = pod(json!({"spec": {"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
-            "nodeSelectorTerms": [{}]}}}}}));
+        let empty = pod(
+            json!({"spec": {"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [{}]}}}}}),
+        );
         assert!(NodeAffinity.filter(&empty, &n).is_err());
     }
 
     #[test]
     fn preferred_terms_add_their_weights() {
-        let p = pod(json!({"spec": {"affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+        let p = pod(
+            json!({"spec": {"affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
             {"weight": 10, "preference": {"matchExpressions": [{"key": "disk", "operator": "In", "values": ["ssd"]}]}},
-            {"weight": 5, "preference": {"matchExpressions": [{"key": "zone", "operator": "Exists"}]}}]}}}}));
+            {"weight": 5, "preference": {"matchExpressions": [{"key": "zone", "operator": "Exists"}]}}]}}}}),
+        );
         let both = node(json!({"metadata": {"labels": {"disk": "ssd", "zone": "a"}}}));
         let one = node(json!({"metadata": {"labels": {"zone": "a"}}}));
         let none = node(json!({}));

@@ -48,15 +48,30 @@ mod tests {
         let mut n = node(json!({}));
         n.host_ports = claiming(8080, "TCP", "").host_ports;
         assert_eq!(
-            NodePorts.filter(&claiming(8080, "TCP", ""), &n).unwrap_err().reasons(),
+            NodePorts
+                .filter(&claiming(8080, "TCP", ""), &n)
+                .unwrap_err()
+                .reasons(),
             [REASON]
         );
-        assert!(NodePorts.filter(&claiming(8080, "TCP", "10.0.0.1"), &n).is_err());
+        assert!(
+            NodePorts
+                .filter(&claiming(8080, "TCP", "10.0.0.1"), &n)
+                .is_err()
+        );
         assert!(NodePorts.filter(&claiming(8080, "UDP", ""), &n).is_ok());
         assert!(NodePorts.filter(&claiming(8081, "TCP", ""), &n).is_ok());
         n.host_ports = claiming(8080, "TCP", "10.0.0.1").host_ports;
-        assert!(NodePorts.filter(&claiming(8080, "TCP", "10.0.0.2"), &n).is_ok());
-        assert!(NodePorts.filter(&claiming(8080, "TCP", "0.0.0.0"), &n).is_err());
+        assert!(
+            NodePorts
+                .filter(&claiming(8080, "TCP", "10.0.0.2"), &n)
+                .is_ok()
+        );
+        assert!(
+            NodePorts
+                .filter(&claiming(8080, "TCP", "0.0.0.0"), &n)
+                .is_err()
+        );
         assert!(!NodePorts.applies(&pod(json!({}))));
     }
 }

@@ -47,10 +47,14 @@ mod tests {
 
     #[test]
     fn not_ready_nodes_take_only_pods_tolerating_it() {
-        let not_ready = node(json!({"status": {"conditions": [{"type": "Ready", "status": "False"}]}}));
+        let not_ready =
+            node(json!({"status": {"conditions": [{"type": "Ready", "status": "False"}]}}));
         let no_conditions = node(json!({"status": {"conditions": []}}));
         let plain = pod(json!({}));
-        assert_eq!(NodeReady.filter(&plain, &not_ready).unwrap_err().reasons(), [REASON]);
+        assert_eq!(
+            NodeReady.filter(&plain, &not_ready).unwrap_err().reasons(),
+            [REASON]
+        );
         assert!(NodeReady.filter(&plain, &no_conditions).is_err());
         assert!(NodeReady.filter(&plain, &node(json!({}))).is_ok());
         let tolerant = pod(json!({"spec": {"tolerations": [{"operator": "Exists"}]}}));

@@ -101,22 +101,39 @@ mod tests {
         // node(): 4 cpu, 8Gi, 110 pods, 10Gi ephemeral, 2 example.com/gpu.
         let mut n = node(json!({}));
         n.requested.milli_cpu = 3500;
-        assert!(NodeResourcesFit.filter(&requesting(json!({"cpu": "500m"})), &n).is_ok());
+        assert!(
+            NodeResourcesFit
+                .filter(&requesting(json!({"cpu": "500m"})), &n)
+                .is_ok()
+        );
         assert_eq!(
-            NodeResourcesFit.filter(&requesting(json!({"cpu": "501m", "memory": "9Gi"})), &n)
+            NodeResourcesFit
+                .filter(&requesting(json!({"cpu": "501m", "memory": "9Gi"})), &n)
                 .unwrap_err()
                 .reasons(),
             ["Insufficient cpu", "Insufficient memory"]
         );
         assert_eq!(
-            NodeResourcesFit.filter(&requesting(json!({"ephemeral-storage": "11Gi", "example.com/gpu": "3"})), &n)
+            NodeResourcesFit
+                .filter(
+                    &requesting(json!({"ephemeral-storage": "11Gi", "example.com/gpu": "3"})),
+                    &n
+                )
                 .unwrap_err()
                 .reasons(),
-            ["Insufficient ephemeral-storage", "Insufficient example.com/gpu"]
+            [
+                "Insufficient ephemeral-storage",
+                "Insufficient example.com/gpu"
+            ]
         );
-        assert!(NodeResourcesFit.filter(&requesting(json!({"example.com/gpu": "2"})), &n).is_ok());
+        assert!(
+            NodeResourcesFit
+                .filter(&requesting(json!({"example.com/gpu": "2"})), &n)
+                .is_ok()
+        );
         assert_eq!(
-            NodeResourcesFit.filter(&requesting(json!({"example.com/fpga": "1"})), &n)
+            NodeResourcesFit
+                .filter(&requesting(json!({"example.com/fpga": "1"})), &n)
                 .unwrap_err()
                 .reasons(),
             ["Insufficient example.com/fpga"]
@@ -128,7 +145,10 @@ mod tests {
         let mut n = node(json!({}));
         n.pod_count = 110;
         assert_eq!(
-            NodeResourcesFit.filter(&pod(json!({})), &n).unwrap_err().reasons(),
+            NodeResourcesFit
+                .filter(&pod(json!({})), &n)
+                .unwrap_err()
+                .reasons(),
             [TOO_MANY_PODS]
         );
         n.pod_count = 109;

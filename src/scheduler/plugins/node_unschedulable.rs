@@ -47,7 +47,10 @@ mod tests {
         let cordoned = node(json!({"spec": {"unschedulable": true}}));
         let plain = pod(json!({}));
         assert_eq!(
-            NodeUnschedulable.filter(&plain, &cordoned).unwrap_err().reasons(),
+            NodeUnschedulable
+                .filter(&plain, &cordoned)
+                .unwrap_err()
+                .reasons(),
             [REASON]
         );
         assert!(NodeUnschedulable.filter(&plain, &node(json!({}))).is_ok());

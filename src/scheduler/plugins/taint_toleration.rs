@@ -35,7 +35,9 @@ impl Filter for TaintToleration {
 }
 
 fn prefer_no_schedule(t: &Toleration) -> bool {
-    t.effect.as_deref().is_none_or(|e| e.is_empty() || e == "PreferNoSchedule")
+    t.effect
+        .as_deref()
+        .is_none_or(|e| e.is_empty() || e == "PreferNoSchedule")
 }
 
 impl Score for TaintToleration {
@@ -78,13 +80,19 @@ mod tests {
             {"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}]}}));
         let plain = pod(json!({}));
         assert_eq!(
-            TaintToleration.filter(&plain, &tainted).unwrap_err().reasons(),
+            TaintToleration
+                .filter(&plain, &tainted)
+                .unwrap_err()
+                .reasons(),
             ["node(s) had untolerated taint {node.kubernetes.io/unreachable: }"]
         );
         let partly = pod(json!({"spec": {"tolerations": [
             {"key": "node.kubernetes.io/unreachable", "operator": "Exists"}]}}));
         assert_eq!(
-            TaintToleration.filter(&partly, &tainted).unwrap_err().reasons(),
+            TaintToleration
+                .filter(&partly, &tainted)
+                .unwrap_err()
+                .reasons(),
             ["node(s) had untolerated taint {dedicated: gpu}"]
         );
         let wrong_value = pod(json!({"spec": {"tolerations": [
@@ -115,7 +123,9 @@ mod tests {
         let tolerant = pod(json!({"spec": {"tolerations": [{"key": "a", "operator": "Exists"}]}}));
         assert_eq!(TaintToleration.score(&tolerant, &soft), 1);
         // A toleration for another effect does not help.
-        let other = pod(json!({"spec": {"tolerations": [{"key": "b", "operator": "Exists", "effect": "NoSchedule"}]}}));
+        let other = pod(
+            json!({"spec": {"tolerations": [{"key": "b", "operator": "Exists", "effect": "NoSchedule"}]}}),
+        );
         assert_eq!(TaintToleration.score(&other, &soft), 2);
     }
 }
