@@ -377,4 +377,122 @@ mod tests {
         // Each search looks at 100 nodes, starting where the last one stopped.
         assert!(seen.len() >= 25, "{}", seen.len());
     }
+
+    mod properties {
+        use super::*;
+        use crate::scheduler::plugins::default_filters;
+        use proptest::prelude::*;
+
+        const LABELS: [&str; 3] = ["a", "b", "c"];
+
+        fn arb_node() -> impl Strategy<Value = serde_json::Value> {
+            (
+                0u32..4000,
+                0u32..4096,
+                0u32..6,
+                prop::sample::subsequence(LABELS.to_vec(), 0..=3),
+                prop::option::of(prop::sample::select(LABELS.to_vec())),
+                any::<bool>(),
+                prop::bool::weighted(0.9),
+            )
+                .prop_map(|(cpu, mem, pods, labels, taint, cordoned, ready)| {
+                    let labels: serde_json::Map<String, serde_json::Value> =
+                        labels.into_iter().map(|l| (l.to_owned(), json!("yes"))).collect();
+                    let taints: Vec<serde_json::Value> = taint
+                        .into_iter()
+                        .map(|t| json!({"key": t, "effect": "NoSchedule"}))
+                        .collect();
+                    json!({
+                        "metadata": {"labels": labels},
+                        "spec": {"taints": taints, "unschedulable": cordoned && pods % 2 == 0},
+                        "status": {
+                            "allocatable": {"cpu": format!("{cpu}m"), "memory": format!("{mem}Mi"), "pods": pods.to_string()},
+                            "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}],
+                        },
+                    })
+                })
+        }
+
+        fn arb_pod() -> impl Strategy<Value = serde_json::Value> {
+            (
+                0u32..1500,
+                0u32..1500,
+                prop::option::of(0u32..800),
+                prop::option::of(prop::sample::select(LABELS.to_vec())),
+                prop::option::of(prop::sample::select(LABELS.to_vec())),
+                prop::option::of(prop::sample::select(vec![8080, 8081])),
+                prop::option::of(prop::sample::select(LABELS.to_vec())),
+            )
+                .prop_map(|(cpu, mem, init_cpu, selector, toleration, port, avoid)| {
+                    let mut container = json!({"name": "c", "resources": {"requests": {"cpu": format!("{cpu}m"), "memory": format!("{mem}Mi")}}});
+                    if let Some(port) = port {
+                        container["ports"] = json!([{"containerPort": 80, "hostPort": port}]);
+                    }
+                    let mut spec = json!({"containers": [container]});
+                    if let Some(init) = init_cpu {
+                        spec["initContainers"] = json!([{"name": "i", "resources": {"requests": {"cpu": format!("{init}m")}}}]);
+                    }
+                    if let Some(label) = selector {
+                        spec["nodeSelector"] = json!({label: "yes"});
+                    }
+                    if let Some(t) = toleration {
+                        spec["tolerations"] = json!([{"key": t, "operator": "Exists"}]);
+                    }
+                    if let Some(label) = avoid {
+                        spec["affinity"] = json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                            "nodeSelectorTerms": [{"matchExpressions": [{"key": label, "operator": "DoesNotExist"}]}]}}});
+                    }
+                    spec
+                })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(128))]
+            #[test]
+            fn bindings_satisfy_every_filter_and_never_overcommit(
+                nodes in prop::collection::vec(arb_node(), 1..8),
+                pods in prop::collection::vec(arb_pod(), 1..40),
+                sampled in any::<bool>(),
+            ) {
+                let mut cache = Cache::new();
+                for (i, mut node) in nodes.into_iter().enumerate() {
+                    node["metadata"]["name"] = json!(format!("n{i}"));
+                    let _ = cache.upsert_node(Arc::new(serde_json::from_value(node).unwrap()));
+                }
+                let sampling = if sampled { NodeSampling::Adaptive } else { NodeSampling::All };
+                let profile = Profile::default().with_sampling(sampling);
+                let filters = default_filters();
+                let mut rng = fastrand::Rng::with_seed(9);
+                for (i, spec) in pods.into_iter().enumerate() {
+                    let pod = Arc::new(PodInfo::new(Arc::new(serde_json::from_value(json!({
+                        "metadata": {"name": format!("p{i}"), "namespace": "d"},
+                        "spec": spec,
+                    })).unwrap())));
+                    let fits = |node: &NodeInfo| filters.iter().all(|f| !f.applies(&pod) || f.filter(&pod, node).is_ok());
+                    match profile.schedule(&cache, &pod, &mut rng) {
+                        Ok(name) => {
+                            let node = cache.node(&name).unwrap();
+                            prop_assert!(fits(node), "p{} placed on {} which fails a filter", i, name);
+                            cache.assume(pod.clone(), &name);
+                        }
+                        Err(FitError::Unfit { nodes, reasons }) => {
+                            // Complete: no node would have passed, and every node is counted.
+                            prop_assert!(cache.nodes().iter().all(|n| !fits(n)));
+                            prop_assert_eq!(nodes, cache.nodes().len());
+                            prop_assert!(reasons.values().sum::<usize>() >= nodes);
+                        }
+                        Err(FitError::NoNodes) => prop_assert!(false, "there are nodes"),
+                    }
+                }
+                for node in cache.nodes() {
+                    prop_assert!(node.pod_count <= node.allowed_pods, "{} over its pod count", node.name);
+                    prop_assert!(node.requested.milli_cpu <= node.allocatable.milli_cpu, "{} cpu over-committed", node.name);
+                    prop_assert!(node.requested.memory <= node.allocatable.memory, "{} memory over-committed", node.name);
+                    for (i, a) in node.host_ports.iter().enumerate() {
+                        prop_assert!(node.host_ports[i + 1..].iter().all(|b| !a.conflicts(b)), "{} port claimed twice", node.name);
+                    }
+                }
+            }
+        }
+    }
 }
