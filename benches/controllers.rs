@@ -6,30 +6,17 @@
 //! `cargo bench --bench controllers` (options after `--`: `--sets N`, `--replicas N`,
 //! `--runs N`). Prints medians; asserts nothing about timings.
 
+#[path = "../tests/support/process.rs"]
+mod process;
+use process::{Proc, free_port};
+
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::json;
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))

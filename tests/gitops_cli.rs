@@ -1,6 +1,10 @@
 //! `moor diff`, `moor apply` and `moor server --manifests/--git` as a user runs them: the
 //! real binary against a real API server, and kubectl reading the sources' state.
 
+#[path = "support/process.rs"]
+mod process;
+use process::free_port;
+
 #[path = "support/apiserver.rs"]
 mod apiserver_support;
 
@@ -161,14 +165,6 @@ async fn diff_and_apply_show_the_plan_with_exit_codes_and_hidden_secrets() {
     let (code, _, err) = moor(&["diff", d], &dead);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("error:"), "{err}");
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A `moor server` child, stopped (SIGTERM) when dropped — also when a test fails.

@@ -11,6 +11,10 @@
 //! Nodes are created before the scheduler starts wherever the test's expectations depend on
 //! them, so its first full list already holds them and every decision is deterministic.
 
+#[path = "support/process.rs"]
+mod process;
+use process::{Proc, free_port};
+
 #[path = "support/apiserver.rs"]
 mod apiserver_support;
 #[path = "support/wait.rs"]
@@ -20,7 +24,7 @@ mod wait;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use apiserver_support::{Backend, TestServer};
@@ -1051,24 +1055,6 @@ async fn with_leader_election_one_of_two_schedulers_acts() {
 // ---------------------------------------------------------------------------------------
 // The binary
 // ---------------------------------------------------------------------------------------
-
-/// A child process killed when dropped, also when a test fails.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Spawn `moor ARGS`; returns it once a stdout line starts with `ready`, and that line.
 fn spawn_moor(args: &[&str], ready: &str) -> (Proc, String) {

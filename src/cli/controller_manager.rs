@@ -7,7 +7,6 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
-use tokio_util::sync::CancellationToken;
 
 use super::parse_duration;
 use crate::controllers::leader::LeaderConfig;
@@ -130,12 +129,7 @@ pub async fn run(args: ControllerManagerArgs) -> anyhow::Result<ExitCode> {
     let manager = args
         .controllers
         .manager(client, args.data_dir.clone(), &args.leader)?;
-    let shutdown = CancellationToken::new();
-    let signal = shutdown.clone();
-    tokio::spawn(async move {
-        super::server::wait_for_signal().await;
-        signal.cancel();
-    });
+    let shutdown = super::server::cancel_on_signal();
     println!(
         "controllers {}  {}",
         if args.controllers.controllers.is_empty() {

@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
-use tokio_util::sync::CancellationToken;
 
 use super::controller_manager::LeaderElectionArgs;
 use crate::scheduler::framework::NodeSampling;
@@ -63,12 +62,7 @@ pub struct SchedulerCommandArgs {
 pub async fn run(args: SchedulerCommandArgs) -> anyhow::Result<ExitCode> {
     let client = super::diff::connect(args.kubeconfig.clone()).await?;
     let scheduler = args.scheduler.scheduler(client, &args.leader)?;
-    let shutdown = CancellationToken::new();
-    let signal = shutdown.clone();
-    tokio::spawn(async move {
-        super::server::wait_for_signal().await;
-        signal.cancel();
-    });
+    let shutdown = super::server::cancel_on_signal();
     println!(
         "scheduler  {}  {}",
         args.scheduler.scheduler_name,

@@ -239,6 +239,17 @@ async fn declare_source(
     Ok(())
 }
 
+/// A token cancelled at the first SIGINT or SIGTERM.
+pub fn cancel_on_signal() -> CancellationToken {
+    let shutdown = CancellationToken::new();
+    let signal = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        signal.cancel();
+    });
+    shutdown
+}
+
 /// Wait for SIGINT or SIGTERM.
 pub async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};

@@ -216,9 +216,30 @@ impl Shared {
     }
 }
 
-/// Keep the cache's nodes in step with the API.
-async fn watch_nodes(shared: Arc<Shared>, client: kube::Client, term: CancellationToken) {
-    let api: Api<Node> = Api::all(client);
+/// What a watch reports, re-lists resolved.
+enum Seen<K> {
+    /// Added or changed (also: listed).
+    Changed(K),
+    /// Deleted.
+    Deleted(K),
+    /// A full (re-)list finished; these keys were in it, anything else known is gone.
+    Listed(HashSet<String>),
+}
+
+/// Follow every object of a kind until `term` ends, handing each change to `on`.
+async fn follow<K>(
+    api: Api<K>,
+    key: fn(&K) -> String,
+    term: CancellationToken,
+    mut on: impl FnMut(Seen<K>),
+) where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + 'static,
+{
     let mut events = watcher(api, watcher::Config::default())
         .default_backoff()
         .boxed();
@@ -230,18 +251,42 @@ async fn watch_nodes(shared: Arc<Shared>, client: kube::Client, term: Cancellati
         };
         match event {
             None => return,
-            Some(Err(e)) => tracing::warn!(error = %e, "watching nodes"),
+            Some(Err(e)) => {
+                tracing::warn!(kind = %K::kind(&()), error = %e, "watching")
+            }
             Some(Ok(watcher::Event::Init)) => listed = Some(HashSet::new()),
-            Some(Ok(watcher::Event::InitApply(node) | watcher::Event::Apply(node))) => {
+            Some(Ok(watcher::Event::InitApply(object) | watcher::Event::Apply(object))) => {
                 if let Some(listed) = &mut listed {
-                    listed.insert(node.metadata.name.clone().unwrap_or_default());
+                    listed.insert(key(&object));
                 }
+                on(Seen::Changed(object));
+            }
+            Some(Ok(watcher::Event::InitDone)) => {
+                on(Seen::Listed(listed.take().unwrap_or_default()))
+            }
+            Some(Ok(watcher::Event::Delete(object))) => on(Seen::Deleted(object)),
+        }
+    }
+}
+
+fn node_name(node: &Node) -> String {
+    node.metadata.name.clone().unwrap_or_default()
+}
+
+/// Keep the cache's nodes in step with the API.
+async fn watch_nodes(shared: Arc<Shared>, client: kube::Client, term: CancellationToken) {
+    follow(
+        Api::<Node>::all(client),
+        node_name,
+        term,
+        |seen| match seen {
+            Seen::Changed(node) => {
                 if shared.cache().upsert_node(Arc::new(node)) == Change::MayHelp {
                     shared.may_help();
                 }
             }
-            Some(Ok(watcher::Event::InitDone)) => {
-                let listed = listed.take().unwrap_or_default();
+            Seen::Deleted(node) => shared.cache().remove_node(&node_name(&node)),
+            Seen::Listed(listed) => {
                 {
                     let mut cache = shared.cache();
                     for name in cache.node_names() {
@@ -253,56 +298,32 @@ async fn watch_nodes(shared: Arc<Shared>, client: kube::Client, term: Cancellati
                 shared.nodes_synced.store(true, Ordering::Release);
                 shared.may_help();
             }
-            Some(Ok(watcher::Event::Delete(node))) => {
-                shared
-                    .cache()
-                    .remove_node(node.metadata.name.as_deref().unwrap_or_default());
-            }
-        }
-    }
+        },
+    )
+    .await;
 }
 
 /// Keep the cache's placed pods and the queue's pending pods in step with the API.
 async fn watch_pods(shared: Arc<Shared>, client: kube::Client, term: CancellationToken) {
-    let api: Api<Pod> = Api::all(client);
-    let mut events = watcher(api, watcher::Config::default())
-        .default_backoff()
-        .boxed();
-    let mut listed: Option<HashSet<String>> = None;
-    loop {
-        let event = tokio::select! {
-            _ = term.cancelled() => return,
-            event = events.next() => event,
-        };
-        match event {
-            None => return,
-            Some(Err(e)) => tracing::warn!(error = %e, "watching pods"),
-            Some(Ok(watcher::Event::Init)) => listed = Some(HashSet::new()),
-            Some(Ok(watcher::Event::InitApply(pod) | watcher::Event::Apply(pod))) => {
-                if let Some(listed) = &mut listed {
-                    listed.insert(cache::pod_key(&pod));
-                }
-                shared.pod_changed(pod);
-            }
-            Some(Ok(watcher::Event::InitDone)) => {
-                let listed = listed.take().unwrap_or_default();
-                let gone: Vec<String> = {
-                    let cache = shared.cache();
-                    cache
-                        .pod_keys()
-                        .into_iter()
-                        .filter(|k| !listed.contains(k))
-                        .collect()
-                };
-                for key in gone {
-                    shared.pod_deleted(&key);
+    follow(
+        Api::<Pod>::all(client),
+        cache::pod_key,
+        term,
+        |seen| match seen {
+            Seen::Changed(pod) => shared.pod_changed(pod),
+            Seen::Deleted(pod) => shared.pod_deleted(&cache::pod_key(&pod)),
+            Seen::Listed(listed) => {
+                let mut gone = shared.cache().pod_keys();
+                gone.extend(shared.queue().keys());
+                for key in gone.iter().filter(|k| !listed.contains(*k)) {
+                    shared.pod_deleted(key);
                 }
                 shared.pods_synced.store(true, Ordering::Release);
                 shared.wake.notify_one();
             }
-            Some(Ok(watcher::Event::Delete(pod))) => shared.pod_deleted(&cache::pod_key(&pod)),
-        }
-    }
+        },
+    )
+    .await;
 }
 
 /// The deciding loop.

@@ -96,6 +96,11 @@ impl SchedulingQueue {
         )
     }
 
+    /// Keys of every pod the queue holds, for reconciling after a re-list.
+    pub fn keys(&self) -> Vec<PodKey> {
+        self.entries.keys().cloned().collect()
+    }
+
     /// Whether the queue holds the pod in any state.
     pub fn contains(&self, key: &str) -> bool {
         self.entries.contains_key(key)

@@ -4,10 +4,8 @@
 //! by hand without any conditions. Pods that tolerate the not-ready taint (DaemonSet-style)
 //! pass, as they would upstream.
 
-use k8s_openapi::api::core::v1::Taint;
-
-use crate::controllers::node_lifecycle::{NO_SCHEDULE, TAINT_NOT_READY};
-use crate::controllers::util::tolerates;
+use super::taint_toleration::tolerates_no_schedule;
+use crate::controllers::node_lifecycle::TAINT_NOT_READY;
 use crate::scheduler::cache::{NodeInfo, PodInfo};
 use crate::scheduler::framework::{Filter, Unfit};
 
@@ -26,12 +24,7 @@ impl Filter for NodeReady {
         if node.ready {
             return Ok(());
         }
-        let taint = Taint {
-            key: TAINT_NOT_READY.to_owned(),
-            effect: NO_SCHEDULE.to_owned(),
-            ..Taint::default()
-        };
-        if pod.tolerations.iter().any(|t| tolerates(t, &taint)) {
+        if tolerates_no_schedule(pod, TAINT_NOT_READY) {
             Ok(())
         } else {
             Err(Unfit::new(REASON))

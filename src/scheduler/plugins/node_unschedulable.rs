@@ -1,10 +1,8 @@
 //! NodeUnschedulable: cordoned nodes (`spec.unschedulable`) take no new pods, unless the
 //! pod tolerates the `node.kubernetes.io/unschedulable:NoSchedule` taint.
 
-use k8s_openapi::api::core::v1::Taint;
-
-use crate::controllers::node_lifecycle::{NO_SCHEDULE, TAINT_UNSCHEDULABLE};
-use crate::controllers::util::tolerates;
+use super::taint_toleration::tolerates_no_schedule;
+use crate::controllers::node_lifecycle::TAINT_UNSCHEDULABLE;
 use crate::scheduler::cache::{NodeInfo, PodInfo};
 use crate::scheduler::framework::{Filter, Unfit};
 
@@ -23,12 +21,7 @@ impl Filter for NodeUnschedulable {
         if !node.unschedulable {
             return Ok(());
         }
-        let taint = Taint {
-            key: TAINT_UNSCHEDULABLE.to_owned(),
-            effect: NO_SCHEDULE.to_owned(),
-            ..Taint::default()
-        };
-        if pod.tolerations.iter().any(|t| tolerates(t, &taint)) {
+        if tolerates_no_schedule(pod, TAINT_UNSCHEDULABLE) {
             Ok(())
         } else {
             Err(Unfit::new(REASON))

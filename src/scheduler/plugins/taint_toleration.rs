@@ -4,8 +4,9 @@
 
 use std::borrow::Cow;
 
-use k8s_openapi::api::core::v1::Toleration;
+use k8s_openapi::api::core::v1::{Taint, Toleration};
 
+use crate::controllers::node_lifecycle::NO_SCHEDULE;
 use crate::controllers::util::tolerates;
 use crate::scheduler::cache::{NodeInfo, PodInfo};
 use crate::scheduler::framework::{Filter, Score, Unfit, default_normalize};
@@ -32,6 +33,17 @@ impl Filter for TaintToleration {
             )))),
         }
     }
+}
+
+/// Whether the pod tolerates the NoSchedule taint `key` (with no value), as a node
+/// condition's taint would be written.
+pub fn tolerates_no_schedule(pod: &PodInfo, key: &str) -> bool {
+    let taint = Taint {
+        key: key.to_owned(),
+        effect: NO_SCHEDULE.to_owned(),
+        ..Taint::default()
+    };
+    pod.tolerations.iter().any(|t| tolerates(t, &taint))
 }
 
 fn prefer_no_schedule(t: &Toleration) -> bool {
