@@ -44,6 +44,8 @@ struct Entry {
     attempts: u32,
     /// When the last attempt failed.
     failed_at: Option<Instant>,
+    /// Its spec or labels changed while it was being decided.
+    changed_in_flight: bool,
 }
 
 /// A pod handed out for a decision.
@@ -168,6 +170,7 @@ impl SchedulingQueue {
                         state: State::InFlight,
                         attempts: 0,
                         failed_at: None,
+                        changed_in_flight: false,
                     },
                 );
                 self.push_active(&key);
@@ -187,8 +190,14 @@ impl SchedulingQueue {
                     let asks_differently = entry.pod.pod.spec != pod.pod.spec
                         || entry.pod.pod.metadata.labels != pod.pod.metadata.labels;
                     entry.pod = pod;
-                    if asks_differently && matches!(state, State::Unschedulable(_)) {
-                        self.requeue(&key, now);
+                    if asks_differently {
+                        match state {
+                            State::Unschedulable(_) => self.requeue(&key, now),
+                            // The decision under way saw the old spec: if it fails, the
+                            // new one deserves its own try.
+                            State::InFlight => entry.changed_in_flight = true,
+                            State::Active(_) | State::Backoff(_) => {}
+                        }
                     }
                 }
             }
@@ -243,6 +252,7 @@ impl SchedulingQueue {
         let (_, _, key) = self.active.pop_first()?;
         let entry = self.entries.get_mut(&key)?;
         entry.state = State::InFlight;
+        entry.changed_in_flight = false;
         self.cycle += 1;
         Some(Popped {
             pod: entry.pod.clone(),
@@ -268,7 +278,7 @@ impl SchedulingQueue {
         }
         entry.attempts += 1;
         entry.failed_at = Some(now);
-        if moved {
+        if moved || entry.changed_in_flight {
             self.requeue(&key.to_owned(), now);
         } else {
             entry.state = State::Unschedulable(now);
@@ -284,6 +294,7 @@ impl SchedulingQueue {
             state: State::InFlight,
             attempts: 0,
             failed_at: None,
+            changed_in_flight: false,
         });
         entry.attempts += 1;
         entry.failed_at = Some(now);
@@ -377,6 +388,19 @@ mod tests {
         assert!(!q.is_unschedulable("default/a"));
         q.flush(t0 + INITIAL_BACKOFF);
         assert!(q.pop().is_some());
+    }
+
+    #[test]
+    fn a_spec_change_during_the_decision_is_not_missed() {
+        let t0 = Instant::now();
+        let mut q = SchedulingQueue::new();
+        q.add_or_update(pod("a", "1", None), t0);
+        let popped = q.pop().unwrap();
+        q.add_or_update(pod("a", "500m", None), t0);
+        q.unschedulable("default/a", popped.cycle, t0);
+        assert!(!q.is_unschedulable("default/a"));
+        q.flush(t0 + INITIAL_BACKOFF);
+        assert_eq!(q.pop().unwrap().pod.requests.requests.milli_cpu, 500);
     }
 
     #[test]
