@@ -12,7 +12,8 @@
 //!    with a node. Next to it, in the same run on a fresh server, the baseline: the same
 //!    number of bindings POSTed as fast as the API takes them (round robin, no decisions,
 //!    no events, same concurrency) — the ratio is what deciding, events and the scheduler's
-//!    watches cost on top of the writes themselves.
+//!    watches cost on top of the writes themselves. Then, on the full cluster with the
+//!    scheduler idle, the latency of single pods, create call → a watch sees them bound.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -32,6 +33,8 @@ use tokio_util::sync::CancellationToken;
 
 /// Concurrent requests while setting up and in the baseline (the scheduler's own limit).
 const CONCURRENCY: usize = 512;
+/// Single pods timed one at a time after each adaptive run.
+const SINGLE_PODS: usize = 50;
 
 fn arg(name: &str, default: usize) -> usize {
     let args: Vec<String> = std::env::args().collect();
@@ -195,8 +198,15 @@ impl Drop for Cluster {
     }
 }
 
-/// Section 2: pods bound per second by the scheduler, end to end.
-async fn scheduler_end_to_end(nodes: usize, pods: usize, sampling: NodeSampling) -> f64 {
+/// Section 2: pods bound per second by the scheduler, end to end; then, with the scheduler
+/// idle on the full cluster, the latency of single pods from the create call until a watch
+/// sees them bound (one at a time).
+async fn scheduler_end_to_end(
+    nodes: usize,
+    pods: usize,
+    sampling: NodeSampling,
+    singles: usize,
+) -> (f64, Vec<f64>) {
     let cluster = Cluster::start(nodes, pods).await;
     let bound = cluster.watch_bound(pods).await;
     let stop = CancellationToken::new();
@@ -211,9 +221,70 @@ async fn scheduler_end_to_end(nodes: usize, pods: usize, sampling: NodeSampling)
         .expect("every pod bound within 10 minutes")
         .unwrap();
     let rate = pods as f64 / started.elapsed().as_secs_f64();
+    if singles > 0 {
+        // Let the Scheduled events queued behind the burst drain, so the singles are timed
+        // on an idle scheduler.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+    let latencies = single_pod_latencies(&cluster, singles).await;
     stop.cancel();
     let _ = scheduler.await;
-    rate
+    (rate, latencies)
+}
+
+/// Create `n` pods one after the other; for each, the seconds from its create call until a
+/// watch (listed beforehand) sees it with a node.
+async fn single_pod_latencies(cluster: &Cluster, n: usize) -> Vec<f64> {
+    if n == 0 {
+        return Vec::new();
+    }
+    let api: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");
+    let (bound_tx, mut bound_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (listed_tx, listed) = tokio::sync::oneshot::channel();
+    let watch = tokio::spawn({
+        let api = api.clone();
+        async move {
+            let mut events = watcher(api, watcher::Config::default()).boxed();
+            let mut listed_tx = Some(listed_tx);
+            while let Some(event) = events.next().await {
+                match event {
+                    Ok(watcher::Event::InitDone) => {
+                        if let Some(tx) = listed_tx.take() {
+                            let _ = tx.send(());
+                        }
+                    }
+                    Ok(watcher::Event::Apply(p))
+                        if p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some() =>
+                    {
+                        let _ = bound_tx.send(p.metadata.name.unwrap_or_default());
+                    }
+                    Ok(_) => {}
+                    Err(e) => panic!("watching pods: {e}"),
+                }
+            }
+        }
+    });
+    listed.await.expect("the watch lists the pods");
+    let mut latencies = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut p = pod(i);
+        let name = format!("single-{i:03}");
+        p.metadata.name = Some(name.clone());
+        let started = Instant::now();
+        api.create(&PostParams::default(), &p).await.unwrap();
+        loop {
+            let seen = tokio::time::timeout(Duration::from_secs(30), bound_rx.recv())
+                .await
+                .expect("a single pod bound within 30 s")
+                .expect("the watch runs");
+            if seen == name {
+                break;
+            }
+        }
+        latencies.push(started.elapsed().as_secs_f64());
+    }
+    watch.abort();
+    latencies
 }
 
 /// The baseline: the same bindings with no decisions at all.
@@ -231,13 +302,19 @@ async fn bindings_end_to_end(nodes: usize, pods: usize) -> f64 {
                     "metadata": {"name": format!("pod-{i:05}"), "namespace": "default"},
                     "target": {"apiVersion": "v1", "kind": "Node", "name": format!("node-{:05}", i % nodes)},
                 });
-                api.create_subresource::<_, serde_json::Value>(
-                    "binding",
-                    &format!("pod-{i:05}"),
-                    &PostParams::default(),
-                    &binding,
-                )
+                // A task per binding, as the scheduler sends them, so the work spreads over
+                // the runtime's threads.
+                tokio::spawn(async move {
+                    api.create_subresource::<_, serde_json::Value>(
+                        "binding",
+                        &format!("pod-{i:05}"),
+                        &PostParams::default(),
+                        &binding,
+                    )
+                    .await
+                })
                 .await
+                .expect("binding task")
             }
         })
         .buffer_unordered(CONCURRENCY)
@@ -291,14 +368,24 @@ fn end_to_end(nodes: usize, pods: usize, runs: usize, scheduler: bool, bindings:
         .build()
         .unwrap();
     let (mut scheduled, mut adaptive, mut baseline) = (Vec::new(), Vec::new(), Vec::new());
+    let mut singles = Vec::new();
     for run in 1..=runs {
         // Interleaved, so drift on this noisy machine hits all three alike.
         if scheduler {
-            let s = runtime.block_on(scheduler_end_to_end(nodes, pods, NodeSampling::All));
-            let a = runtime.block_on(scheduler_end_to_end(nodes, pods, NodeSampling::Adaptive));
-            println!("  run {run}: scheduler {s:.0} pods/s, with adaptive sampling {a:.0} pods/s");
+            let (s, _) = runtime.block_on(scheduler_end_to_end(nodes, pods, NodeSampling::All, 0));
+            let (a, single) = runtime.block_on(scheduler_end_to_end(
+                nodes,
+                pods,
+                NodeSampling::Adaptive,
+                SINGLE_PODS,
+            ));
+            println!(
+                "  run {run}: scheduler {s:.0} pods/s, with adaptive sampling {a:.0} pods/s; single pod create → bound p50 {:.1} ms",
+                median(single.clone()) * 1000.0
+            );
             scheduled.push(s);
             adaptive.push(a);
+            singles.extend(single);
         }
         if bindings {
             let b = runtime.block_on(bindings_end_to_end(nodes, pods));
@@ -311,6 +398,13 @@ fn end_to_end(nodes: usize, pods: usize, runs: usize, scheduler: bool, bindings:
             "end to end (embedded store)   scheduler, every node: {:.0} pods/s   adaptive sampling: {:.0} pods/s",
             median(scheduled.clone()),
             median(adaptive.clone())
+        );
+        singles.sort_by(|a, b| a.total_cmp(b));
+        println!(
+            "single pod on the full cluster, create → seen bound: p50 {:.1} ms, p99 {:.1} ms ({} pods)",
+            singles[singles.len() / 2] * 1000.0,
+            singles[(singles.len() * 99 / 100).min(singles.len() - 1)] * 1000.0,
+            singles.len()
         );
     }
     if bindings {

@@ -403,6 +403,28 @@ impl Inner {
         Ok((kv, obj))
     }
 
+    /// The object as the watch cache holds it, for a write that carries no precondition of
+    /// the client's (a binding): a stale copy only costs a conflict, after which the caller
+    /// reads the store. Falls back to the store when the cache does not hold the object.
+    async fn current_cached(&self, target: &Target) -> Result<(KeyValue, Value), ApiError> {
+        let info = target.info;
+        let name = target.name.as_deref().unwrap_or_default();
+        let key = info.key(target.namespace.as_deref(), name);
+        if let Some(cache) = self.caches.get(&(info.group, info.plural))
+            && let (Some(object), _) = cache.get(&key)
+        {
+            let kv = KeyValue {
+                key,
+                value: object.bytes.clone(),
+                // Only the mod revision guards the write; the create revision is not read.
+                create_revision: 0,
+                mod_revision: object.revision,
+            };
+            return Ok((kv, object.value.clone()));
+        }
+        self.current(target).await
+    }
+
     /// PUT of an object or its status.
     pub async fn update(
         &self,
@@ -634,7 +656,7 @@ impl Inner {
         let dry_run = params.dry_run()?;
         // System fields are the server's: keep the old ones whatever the client sent.
         {
-            let old_meta = meta(&old).cloned().unwrap_or_default();
+            let old_meta = meta(&old);
             let meta = meta_mut(&mut new);
             for field in [
                 "uid",
@@ -644,7 +666,7 @@ impl Inner {
                 "namespace",
                 "name",
             ] {
-                match old_meta.get(field) {
+                match old_meta.and_then(|m| m.get(field)) {
                     Some(v) => meta.insert(field.into(), v.clone()),
                     None => meta.remove(field),
                 };
@@ -724,9 +746,7 @@ impl Inner {
             return Ok(Written::ok(with_revision(new, revision)));
         }
 
-        let mut old_cmp = old.clone();
-        meta_mut(&mut old_cmp).remove("resourceVersion");
-        if new == old_cmp {
+        if same_but_resource_version(&new, &old) {
             // Nothing changes: no write, no event, the same resourceVersion (as upstream).
             return Ok(Written::ok(old));
         }
@@ -994,8 +1014,14 @@ impl Inner {
                 )
             })?
             .to_owned();
-        for _ in 0..RETRIES {
-            let (kv, old) = self.current(target).await?;
+        for attempt in 0..RETRIES {
+            // The scheduler binds pods it has just seen: the cache almost always holds the
+            // latest version, which saves a store read per binding.
+            let (kv, old) = if attempt == 0 {
+                self.current_cached(target).await?
+            } else {
+                self.current(target).await?
+            };
             if let Some(current) = old
                 .pointer("/spec/nodeName")
                 .and_then(Value::as_str)
@@ -1613,6 +1639,35 @@ fn rfc3339(t: jiff::Timestamp) -> String {
 }
 
 /// 409 for a write based on a stale resourceVersion, in upstream's words.
+/// Whether two objects are equal apart from `metadata.resourceVersion` (compared in place:
+/// cloning a large object just to drop one field costs more than the comparison).
+fn same_but_resource_version(a: &Value, b: &Value) -> bool {
+    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
+        return a == b;
+    };
+    let without_rv = |m: &serde_json::Map<String, Value>| {
+        m.iter()
+            .filter(|(k, _)| k.as_str() != "resourceVersion")
+            .count()
+    };
+    a.len() == b.len()
+        && a.iter().all(|(key, va)| {
+            let Some(vb) = b.get(key) else {
+                return false;
+            };
+            match (key.as_str(), va.as_object(), vb.as_object()) {
+                ("metadata", Some(ma), Some(mb)) => {
+                    without_rv(ma) == without_rv(mb)
+                        && ma
+                            .iter()
+                            .filter(|(k, _)| k.as_str() != "resourceVersion")
+                            .all(|(k, v)| mb.get(k) == Some(v))
+                }
+                _ => va == vb,
+            }
+        })
+}
+
 fn stale(info: &ResourceInfo, name: &str) -> ApiError {
     ApiError::conflict(
         info.group,
@@ -1745,5 +1800,30 @@ pub fn apply_patch(
             strategic_merge::apply(info.group, info.kind, original, patch)
                 .map_err(|e| ApiError::invalid_patch(e.to_string()))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn equality_ignores_only_the_resource_version() {
+        let same = same_but_resource_version;
+        let a = json!({"metadata": {"name": "x", "resourceVersion": "1"}, "spec": {"a": 1}});
+        let rv2 = json!({"metadata": {"name": "x", "resourceVersion": "2"}, "spec": {"a": 1}});
+        let no_rv = json!({"metadata": {"name": "x"}, "spec": {"a": 1}});
+        assert!(same(&a, &rv2));
+        assert!(same(&a, &no_rv));
+        let other_name =
+            json!({"metadata": {"name": "y", "resourceVersion": "1"}, "spec": {"a": 1}});
+        let other_spec =
+            json!({"metadata": {"name": "x", "resourceVersion": "1"}, "spec": {"a": 2}});
+        let extra_field = json!({"metadata": {"name": "x", "uid": "u"}, "spec": {"a": 1}});
+        let no_spec = json!({"metadata": {"name": "x"}});
+        assert!(!same(&a, &other_name));
+        assert!(!same(&a, &other_spec));
+        assert!(!same(&a, &extra_field));
+        assert!(!same(&a, &no_spec));
     }
 }
