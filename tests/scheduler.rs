@@ -1152,3 +1152,82 @@ async fn moor_scheduler_binds_pods_of_a_server_without_one() {
     assert!(status.success(), "{status:?}");
     assert_eq!(lease_holder(&client).await, None);
 }
+
+/// kubectl against `moor server` as it runs by default (controllers and scheduler
+/// in-process): a Deployment's pods land on the node, `get -o wide` shows it, and
+/// `describe` tells the story in kube-scheduler's words.
+#[tokio::test]
+async fn kubectl_sees_the_default_server_schedule_a_deployment() {
+    let dir = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let (_server, _) = spawn_moor(
+        &[
+            "server",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "--listen",
+            &listen,
+            "--disable-gitops",
+        ],
+        "apiserver",
+    );
+    let kubeconfig = dir.path().join("kubeconfig.yaml");
+    let kubectl = |args: &[&str], stdin: Option<&str>| -> String {
+        use std::io::Write;
+        let mut child = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kubectl is installed (scripts/setup)");
+        if let Some(input) = stdin {
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(input.as_bytes())
+                .unwrap();
+        }
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "kubectl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    kubectl(
+        &["apply", "-f", "-"],
+        Some(
+            "apiVersion: v1\nkind: Node\nmetadata:\n  name: box1\nstatus:\n  allocatable: {cpu: '2', memory: 4Gi, pods: '110'}\n  conditions: [{type: Ready, status: 'True'}]\n\
+             ---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 2\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec:\n      containers:\n      - name: web\n        image: busybox\n        resources: {requests: {cpu: 100m}}\n",
+        ),
+    );
+    let wide = eventually_ok!("both pods on box1", {
+        let wide = kubectl(&["get", "pods", "-l", "app=web", "-o", "wide"], None);
+        let on_box1 = wide.lines().filter(|l| l.contains(" box1 ")).count();
+        if on_box1 == 2 { Ok(wide) } else { Err(wide) }
+    });
+    let pod = wide
+        .lines()
+        .nth(1)
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap()
+        .to_owned();
+    let described = eventually_ok!("the Scheduled event in describe", {
+        let described = kubectl(&["describe", "pod", &pod], None);
+        if described.contains(&format!("Successfully assigned default/{pod} to box1")) {
+            Ok(described)
+        } else {
+            Err(described)
+        }
+    });
+    assert!(described.contains("default-scheduler"), "{described}");
+    assert!(
+        described.contains("Node:") && described.contains("box1"),
+        "{described}"
+    );
+}
