@@ -63,6 +63,9 @@ pub struct SchedulingQueue {
     entries: HashMap<PodKey, Entry>,
     active: BTreeSet<(Reverse<i32>, u64, PodKey)>,
     backoff: BTreeSet<(Instant, PodKey)>,
+    /// Unschedulable pods by when they were parked (kept ordered so that neither flushing
+    /// nor finding the next wake-up walks every pending pod).
+    parked: BTreeSet<(Instant, PodKey)>,
     next_seq: u64,
     cycle: u64,
     /// The cycle in which a change last asked for parked pods to be retried.
@@ -138,7 +141,10 @@ impl SchedulingQueue {
             State::Backoff(until) => {
                 self.backoff.remove(&(until, key.to_owned()));
             }
-            State::InFlight | State::Unschedulable(_) => {}
+            State::Unschedulable(since) => {
+                self.parked.remove(&(since, key.to_owned()));
+            }
+            State::InFlight => {}
         }
     }
 
@@ -220,15 +226,11 @@ impl SchedulingQueue {
             self.backoff.remove(&(until, key.clone()));
             self.push_active(&key);
         }
-        let stale: Vec<PodKey> = self
-            .entries
-            .iter()
-            .filter(|(_, e)| {
-                matches!(e.state, State::Unschedulable(since) if now.duration_since(since) >= MAX_UNSCHEDULABLE)
-            })
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in stale {
+        while let Some((since, key)) = self.parked.first().cloned() {
+            if now.saturating_duration_since(since) < MAX_UNSCHEDULABLE {
+                break;
+            }
+            self.parked.remove(&(since, key.clone()));
             self.requeue(&key, now);
         }
     }
@@ -237,13 +239,9 @@ impl SchedulingQueue {
     pub fn next_wakeup(&self) -> Option<Instant> {
         let backoff = self.backoff.first().map(|(until, _)| *until);
         let parked = self
-            .entries
-            .values()
-            .filter_map(|e| match e.state {
-                State::Unschedulable(since) => Some(since + MAX_UNSCHEDULABLE),
-                _ => None,
-            })
-            .min();
+            .parked
+            .first()
+            .map(|(since, _)| *since + MAX_UNSCHEDULABLE);
         backoff.into_iter().chain(parked).min()
     }
 
@@ -282,6 +280,7 @@ impl SchedulingQueue {
             self.requeue(&key.to_owned(), now);
         } else {
             entry.state = State::Unschedulable(now);
+            self.parked.insert((now, key.to_owned()));
         }
     }
 
@@ -305,12 +304,7 @@ impl SchedulingQueue {
     /// back-off).
     pub fn move_all(&mut self, now: Instant) {
         self.moved_in_cycle = self.cycle;
-        let parked: Vec<PodKey> = self
-            .entries
-            .iter()
-            .filter(|(_, e)| matches!(e.state, State::Unschedulable(_)))
-            .map(|(k, _)| k.clone())
-            .collect();
+        let parked: Vec<PodKey> = self.parked.iter().map(|(_, k)| k.clone()).collect();
         for key in parked {
             self.requeue(&key, now);
         }
@@ -447,5 +441,97 @@ mod tests {
         assert!(q.pop().is_none());
         q.add_or_update(pod("a", "500m", None), t0 + Duration::from_secs(2));
         assert!(q.pop().is_some());
+    }
+
+    /// Every pod is in exactly the sub-queue its state names.
+    fn consistent(q: &SchedulingQueue) -> Result<(), String> {
+        let mut indexed = 0;
+        for (key, e) in &q.entries {
+            let ok = match e.state {
+                State::Active(seq) => {
+                    q.active
+                        .contains(&(Reverse(e.pod.priority), seq, key.clone()))
+                }
+                State::Backoff(until) => q.backoff.contains(&(until, key.clone())),
+                State::Unschedulable(since) => q.parked.contains(&(since, key.clone())),
+                State::InFlight => true,
+            };
+            if !ok {
+                return Err(format!("{key} in state {:?} but not indexed", e.state));
+            }
+            indexed += usize::from(e.state != State::InFlight);
+        }
+        let total = q.active.len() + q.backoff.len() + q.parked.len();
+        if total != indexed {
+            return Err(format!("{total} indexed entries for {indexed} queued pods"));
+        }
+        Ok(())
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Add(u8, i32, bool),
+        Pop,
+        Unschedulable,
+        Done,
+        Remove(u8),
+        MoveAll,
+        Retry(u8),
+        Advance(u16),
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            (0u8..6, -1i32..2, any::<bool>()).prop_map(|(n, p, big)| Op::Add(n, p, big)),
+            Just(Op::Pop),
+            Just(Op::Unschedulable),
+            Just(Op::Done),
+            (0u8..6).prop_map(Op::Remove),
+            Just(Op::MoveAll),
+            (0u8..6).prop_map(Op::Retry),
+            (0u16..400).prop_map(Op::Advance),
+        ]
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_sequence_keeps_the_queue_consistent(ops in proptest::collection::vec(op(), 1..60)) {
+            let mut now = Instant::now();
+            let mut q = SchedulingQueue::new();
+            let mut in_flight: Vec<Popped> = Vec::new();
+            for op in ops {
+                match op {
+                    Op::Add(n, priority, big) => {
+                        let mut p = (*pod(&format!("p{n}"), if big { "2" } else { "1" }, None)).clone();
+                        p.priority = priority;
+                        q.add_or_update(Arc::new(p), now);
+                    }
+                    Op::Pop => in_flight.extend(q.pop()),
+                    Op::Unschedulable => {
+                        if let Some(p) = in_flight.pop() {
+                            q.unschedulable(&p.pod.key, p.cycle, now);
+                        }
+                    }
+                    Op::Done => {
+                        if let Some(p) = in_flight.pop() {
+                            q.done(&p.pod.key);
+                        }
+                    }
+                    Op::Remove(n) => q.remove(&format!("default/p{n}")),
+                    Op::MoveAll => q.move_all(now),
+                    Op::Retry(n) => q.retry(pod(&format!("p{n}"), "1", None), now),
+                    Op::Advance(secs) => {
+                        now += Duration::from_secs(u64::from(secs));
+                        q.flush(now);
+                        // Nothing due is left behind.
+                        proptest::prop_assert!(q.next_wakeup().is_none_or(|at| at > now));
+                    }
+                }
+                if let Err(e) = consistent(&q) {
+                    return Err(proptest::test_runner::TestCaseError::fail(e));
+                }
+            }
+        }
     }
 }
