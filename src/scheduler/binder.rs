@@ -93,12 +93,19 @@ pub async fn record_scheduled(recorder: &Recorder, pod: &PodInfo, node: &str) {
         .await;
 }
 
-/// Tell the pod's owner why it waits: condition PodScheduled=False (reason Unschedulable,
-/// written only when it changes) and a FailedScheduling warning event.
-pub async fn record_unschedulable(
+/// Condition reason for a pod no node takes.
+pub const UNSCHEDULABLE: &str = "Unschedulable";
+/// Condition reason for a pod whose binding failed (upstream's `SchedulerError`).
+pub const SCHEDULER_ERROR: &str = "SchedulerError";
+
+/// Tell the pod's owner why it waits: condition PodScheduled=False with `reason`
+/// ([`UNSCHEDULABLE`] or [`SCHEDULER_ERROR`]; written only when it changes) and a
+/// FailedScheduling warning event.
+pub async fn record_not_scheduled(
     client: &kube::Client,
     recorder: &Recorder,
     pod: &PodInfo,
+    reason: &str,
     message: &str,
 ) {
     let current = pod
@@ -109,7 +116,7 @@ pub async fn record_unschedulable(
         .and_then(|cs| cs.iter().find(|c| c.type_ == "PodScheduled"));
     let unchanged = current.is_some_and(|c| {
         c.status == "False"
-            && c.reason.as_deref() == Some("Unschedulable")
+            && c.reason.as_deref() == Some(reason)
             && c.message.as_deref() == Some(message)
     });
     if !unchanged {
@@ -121,7 +128,7 @@ pub async fn record_unschedulable(
         let patch = json!({"status": {"conditions": [{
             "type": "PodScheduled",
             "status": "False",
-            "reason": "Unschedulable",
+            "reason": reason,
             "message": message,
             "lastProbeTime": null,
             // The transition is when the status last changed, not when the message did.

@@ -54,9 +54,9 @@ pub trait Score: Send + Sync {
     }
     /// The raw score of one node.
     fn score(&self, pod: &PodInfo, node: &NodeInfo) -> i64;
-    /// Bring the raw scores of all candidate nodes to `0..=MAX_NODE_SCORE`; scores that are
-    /// already on that scale need nothing.
-    fn normalize(&self, _scores: &mut [i64]) {}
+    /// Bring the raw scores of all candidate nodes (`nodes[i]` scored `scores[i]`) to
+    /// `0..=MAX_NODE_SCORE`; scores that are already on that scale need nothing.
+    fn normalize(&self, _scores: &mut [i64], _nodes: &[&NodeInfo]) {}
 }
 
 /// Scale scores so the highest becomes [`MAX_NODE_SCORE`]; with `reverse`, the lowest
@@ -242,7 +242,7 @@ impl Profile {
             for (slot, node) in raw.iter_mut().zip(feasible) {
                 *slot = plugin.score(pod, node);
             }
-            plugin.normalize(&mut raw);
+            plugin.normalize(&mut raw, feasible);
             let weight = plugin.weight();
             for (sum, s) in total.iter_mut().zip(&raw) {
                 *sum += s * weight;

@@ -401,7 +401,14 @@ async fn decide(
                     .unschedulable(&pod.key, popped.cycle, Instant::now());
                 let (client, recorder) = (client.clone(), recorder.clone());
                 writes.spawn(async move {
-                    binder::record_unschedulable(&client, &recorder, &pod, &message).await;
+                    binder::record_not_scheduled(
+                        &client,
+                        &recorder,
+                        &pod,
+                        binder::UNSCHEDULABLE,
+                        &message,
+                    )
+                    .await;
                     drop(permit);
                 });
             }
@@ -463,8 +470,14 @@ async fn bind(
             shared.cache().forget(&pod.key);
             shared.queue().retry(pod.clone(), Instant::now());
             shared.may_help();
-            binder::record_unschedulable(client, recorder, &pod, &format!("Binding rejected: {e}"))
-                .await;
+            binder::record_not_scheduled(
+                client,
+                recorder,
+                &pod,
+                binder::SCHEDULER_ERROR,
+                &format!("Binding rejected: {e}"),
+            )
+            .await;
         }
     }
 }

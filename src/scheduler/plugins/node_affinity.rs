@@ -109,7 +109,7 @@ impl Score for NodeAffinity {
             .sum()
     }
 
-    fn normalize(&self, scores: &mut [i64]) {
+    fn normalize(&self, scores: &mut [i64], _nodes: &[&NodeInfo]) {
         default_normalize(scores, false);
     }
 }
@@ -238,7 +238,7 @@ mod tests {
             NodeAffinity.score(&p, &none),
         ];
         assert_eq!(scores, [15, 5, 0]);
-        NodeAffinity.normalize(&mut scores);
+        NodeAffinity.normalize(&mut scores, &[]);
         assert_eq!(scores, [100, 33, 0]);
     }
 }

@@ -74,7 +74,7 @@ impl Score for TaintToleration {
             .count() as i64
     }
 
-    fn normalize(&self, scores: &mut [i64]) {
+    fn normalize(&self, scores: &mut [i64], _nodes: &[&NodeInfo]) {
         default_normalize(scores, true);
     }
 }
@@ -130,7 +130,7 @@ mod tests {
             TaintToleration.score(&plain, &clean),
         ];
         assert_eq!(scores, [2, 0]);
-        TaintToleration.normalize(&mut scores);
+        TaintToleration.normalize(&mut scores, &[]);
         assert_eq!(scores, [0, 100]);
         let tolerant = pod(json!({"spec": {"tolerations": [{"key": "a", "operator": "Exists"}]}}));
         assert_eq!(TaintToleration.score(&tolerant, &soft), 1);
