@@ -88,25 +88,64 @@ fn api_error(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
     move |source| Error::Api { action, source }
 }
 
-struct State {
-    ctx: Arc<Context>,
-    router: Arc<Router<Endpoints>>,
-    recorder: Recorder,
-    retries: Retries,
-}
+type State = ServiceState<Endpoints>;
 
 /// Run the controller until `shutdown` fires.
 pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
+    run_for_services(
+        ctx,
+        shutdown,
+        CONTROLLER_NAME,
+        managed_service,
+        reconcile,
+        error_policy,
+        |state: Arc<State>, namespace: String, name: String| async move {
+            remove_orphan(&state, &namespace, &name).await;
+        },
+    )
+    .await;
+}
+
+/// What a controller that keeps objects of kind `K` in step with Services (Endpoints,
+/// EndpointSlices) hands its reconciler.
+pub(crate) struct ServiceState<K: Resource<DynamicType = ()> + Clone + 'static> {
+    pub(crate) ctx: Arc<Context>,
+    pub(crate) router: Arc<Router<K>>,
+    pub(crate) recorder: Recorder,
+    pub(crate) retries: Retries,
+}
+
+/// Drive a controller keyed by Service whose output objects are of kind `K`: Services,
+/// pods and `K` reflected into stores that only the [`Router`]'s stream feeds, every
+/// trigger through it, and the output of a deleted Service (reported by the controller as
+/// ObjectNotFound) removed by `remove_orphans(state, namespace, name)`.
+pub(crate) async fn run_for_services<K, E, F, Fut, G, GFut>(
+    ctx: Arc<Context>,
+    shutdown: CancellationToken,
+    component: &'static str,
+    service_of: fn(&K) -> Option<String>,
+    reconcile: F,
+    error_policy: fn(Arc<Service>, &E, Arc<ServiceState<K>>) -> Action,
+    remove_orphans: G,
+) where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+    F: FnMut(Arc<Service>, Arc<ServiceState<K>>) -> Fut,
+    Fut: std::future::Future<Output = Result<Action, E>> + Send + 'static,
+    E: std::error::Error + Send + 'static,
+    G: Fn(Arc<ServiceState<K>>, String, String) -> GFut,
+    GFut: std::future::Future<Output = ()>,
+{
     let client = ctx.client.clone();
     let (services, service_writer) = reflector::store();
     let (pods, pod_writer) = reflector::store();
-    let (endpoints, endpoints_writer) = reflector::store();
-    let router = Arc::new(Router::new(
-        services.clone(),
-        pods,
-        endpoints,
-        managed_service,
-    ));
+    let (managed, managed_writer) = reflector::store();
+    let router = Arc::new(Router::new(services.clone(), pods, managed, service_of));
     let triggers = router.triggers(
         watcher(
             Api::<Service>::all(client.clone()),
@@ -117,20 +156,21 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
         watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
             .default_backoff()
             .reflect(pod_writer),
-        watcher(Api::<Endpoints>::all(client), watcher::Config::default())
+        watcher(Api::<K>::all(client), watcher::Config::default())
             .default_backoff()
-            .reflect(endpoints_writer),
+            .reflect(managed_writer),
     );
-    let state = Arc::new(State {
-        recorder: ctx.recorder(CONTROLLER_NAME),
+    let state = Arc::new(ServiceState {
+        recorder: ctx.recorder(component),
         ctx,
         router,
         retries: Retries::default(),
     });
     let cleanup_state = state.clone();
+    let remove_orphans = &remove_orphans;
     // The Service store is fed by the router's stream; the controller only reads it. Every
     // trigger comes through `reconcile_on`, including those for deleted Services, which the
-    // controller reports as ObjectNotFound: that is where their Endpoints are removed.
+    // controller reports as ObjectNotFound: that is where their output is removed.
     Controller::for_stream(
         stream::pending::<Result<Service, watcher::Error>>(),
         services,
@@ -144,9 +184,9 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
             match result {
                 Err(controller::Error::ObjectNotFound(gone)) => {
                     let namespace = gone.namespace.clone().unwrap_or_default();
-                    remove_orphan(&state, &namespace, &gone.name).await;
+                    remove_orphans(state, namespace, gone.name.clone()).await;
                 }
-                Err(error) => tracing::debug!(%error, "endpoints controller"),
+                Err(error) => tracing::debug!(%error, component, "reconciling"),
                 Ok(_) => {}
             }
         }

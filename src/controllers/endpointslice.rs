@@ -32,24 +32,22 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use futures::{StreamExt, stream};
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, PostParams, Preconditions};
-use kube::runtime::controller::{self, Action, Controller};
-use kube::runtime::reflector::{self, ObjectRef};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
 use tokio_util::sync::CancellationToken;
 
 use super::Context;
 use super::endpoints::{
-    LABEL_HEADLESS, Retries, Router, api_message, find_port, hostname_for, is_headless, is_ipv6,
+    LABEL_HEADLESS, ServiceState, api_message, find_port, hostname_for, is_headless, is_ipv6,
     is_namespace_terminating, key_of, managed_selector, node_name, pod_ips, pod_reference,
-    protocol_of, revision, should_be_in_endpoints,
+    protocol_of, revision, run_for_services, should_be_in_endpoints,
 };
-use super::events::{EventType, Recorder, reference};
+use super::events::{EventType, reference};
 use super::util::{controller_reference, is_ready, is_terminating};
 
 /// The label naming a slice's Service (upstream `discovery.LabelServiceName`).
@@ -79,67 +77,22 @@ pub enum Error {
     },
 }
 
-struct State {
-    ctx: Arc<Context>,
-    router: Arc<Router<EndpointSlice>>,
-    recorder: Recorder,
-    retries: Retries,
-}
+type State = ServiceState<EndpointSlice>;
 
 /// Run the controller until `shutdown` fires.
 pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
-    let client = ctx.client.clone();
-    let (services, service_writer) = reflector::store();
-    let (pods, pod_writer) = reflector::store();
-    let (slices, slice_writer) = reflector::store();
-    let router = Arc::new(Router::new(services.clone(), pods, slices, managed_service));
-    let triggers = router.triggers(
-        watcher(
-            Api::<Service>::all(client.clone()),
-            watcher::Config::default(),
-        )
-        .default_backoff()
-        .reflect(service_writer),
-        watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
-            .default_backoff()
-            .reflect(pod_writer),
-        watcher(
-            Api::<EndpointSlice>::all(client),
-            watcher::Config::default(),
-        )
-        .default_backoff()
-        .reflect(slice_writer),
-    );
-    let state = Arc::new(State {
-        // Upstream's event source for this controller.
-        recorder: ctx.recorder("endpoint-slice-controller"),
+    // As the endpoints controller, with upstream's event source for this one.
+    run_for_services(
         ctx,
-        router,
-        retries: Retries::default(),
-    });
-    let cleanup_state = state.clone();
-    // As in the endpoints controller: the router's stream feeds the Service store and every
-    // trigger; a deleted Service comes back as ObjectNotFound, and its slices are removed.
-    Controller::for_stream(
-        stream::pending::<Result<Service, watcher::Error>>(),
-        services,
+        shutdown,
+        "endpoint-slice-controller",
+        managed_service,
+        reconcile,
+        error_policy,
+        |state: Arc<State>, namespace: String, name: String| async move {
+            remove_orphans(&state, &namespace, &name).await;
+        },
     )
-    .reconcile_on(triggers)
-    .graceful_shutdown_on(async move { shutdown.cancelled().await })
-    .run(reconcile, error_policy, state)
-    .for_each_concurrent(None, move |result| {
-        let state = cleanup_state.clone();
-        async move {
-            match result {
-                Err(controller::Error::ObjectNotFound(gone)) => {
-                    let namespace = gone.namespace.clone().unwrap_or_default();
-                    remove_orphans(&state, &namespace, &gone.name).await;
-                }
-                Err(error) => tracing::debug!(%error, "endpointslice controller"),
-                Ok(_) => {}
-            }
-        }
-    })
     .await;
 }
 

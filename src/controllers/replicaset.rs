@@ -18,7 +18,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetCondition, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
@@ -431,24 +431,7 @@ async fn adopt(pods_api: &Api<Pod>, pod: &Pod, rs: &ReplicaSet) -> Result<(), Er
         &rs.name_any(),
         &rs.uid().unwrap_or_default(),
     ));
-    // The resourceVersion makes the adoption conditional: a pod changed meanwhile (say,
-    // adopted by another ReplicaSet) is left for the next reconcile.
-    let patch = json!({"metadata": {
-        "ownerReferences": references,
-        "resourceVersion": pod.resource_version(),
-    }});
-    match pods_api
-        .patch(
-            &pod.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
-        Err(e) => Err(api_error(format!("adopting pod {}", pod.name_any()))(e)),
-    }
+    set_owner_references(pods_api, pod, references, "adopting").await
 }
 
 async fn release(pods_api: &Api<Pod>, pod: &Pod, uid: &str) -> Result<(), Error> {
@@ -460,6 +443,18 @@ async fn release(pods_api: &Api<Pod>, pod: &Pod, uid: &str) -> Result<(), Error>
         .into_iter()
         .filter(|r| r.uid != uid)
         .collect();
+    set_owner_references(pods_api, pod, references, "releasing").await
+}
+
+/// Write the pod's owner references (adopting or releasing it). The resourceVersion makes
+/// the write conditional: a pod changed meanwhile (say, adopted by another ReplicaSet) or
+/// gone is left for the next reconcile.
+async fn set_owner_references(
+    pods_api: &Api<Pod>,
+    pod: &Pod,
+    references: Vec<OwnerReference>,
+    doing: &str,
+) -> Result<(), Error> {
     let patch = json!({"metadata": {
         "ownerReferences": references,
         "resourceVersion": pod.resource_version(),
@@ -474,7 +469,7 @@ async fn release(pods_api: &Api<Pod>, pod: &Pod, uid: &str) -> Result<(), Error>
     {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
-        Err(e) => Err(api_error(format!("releasing pod {}", pod.name_any()))(e)),
+        Err(e) => Err(api_error(format!("{doing} pod {}", pod.name_any()))(e)),
     }
 }
 
