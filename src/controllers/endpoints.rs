@@ -47,9 +47,9 @@ use kube::{Resource, ResourceExt};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::Context;
 use super::events::{EventType, Recorder};
 use super::util::{is_ready, is_terminal, is_terminating};
+use super::{ApiError, Context, api_error};
 
 /// The label marking Endpoints this controller manages (upstream `LabelManagedBy`).
 pub const LABEL_MANAGED_BY: &str = "endpoints.kubernetes.io/managed-by";
@@ -70,22 +70,11 @@ const CACHE_WAIT: Duration = Duration::from_secs(5);
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The API refused or failed a request.
-    #[error("{action}: {source}")]
-    Api {
-        /// What was being done.
-        action: String,
-        /// The error.
-        #[source]
-        source: kube::Error,
-    },
+    #[error(transparent)]
+    Api(#[from] ApiError),
     /// Someone else kept changing the Endpoints between our read and our write.
     #[error("endpoints {0} kept changing while being updated")]
     Contended(String),
-}
-
-fn api_error(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
-    let action = action.into();
-    move |source| Error::Api { action, source }
 }
 
 type State = ServiceState<Endpoints>;
@@ -288,9 +277,7 @@ async fn write(
                         &message,
                     )
                     .await;
-                return Err(api_error(format!("writing endpoints {namespace}/{name}"))(
-                    e,
-                ));
+                return Err(api_error(format!("writing endpoints {namespace}/{name}"))(e).into());
             }
         }
     }

@@ -41,7 +41,6 @@ use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use tokio_util::sync::CancellationToken;
 
-use super::Context;
 use super::endpoints::{
     LABEL_HEADLESS, ServiceState, api_message, find_port, hostname_for, is_headless, is_ipv6,
     is_namespace_terminating, key_of, managed_selector, node_name, pod_ips, pod_reference,
@@ -49,6 +48,7 @@ use super::endpoints::{
 };
 use super::events::{EventType, reference};
 use super::util::{controller_reference, is_ready, is_terminating};
+use super::{ApiError, Context, api_error};
 
 /// The label naming a slice's Service (upstream `discovery.LabelServiceName`).
 pub const LABEL_SERVICE_NAME: &str = "kubernetes.io/service-name";
@@ -67,14 +67,8 @@ const IPV6: &str = "IPv6";
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The API refused or failed a request.
-    #[error("{action}: {source}")]
-    Api {
-        /// What was being done.
-        action: String,
-        /// The error.
-        #[source]
-        source: kube::Error,
-    },
+    #[error(transparent)]
+    Api(#[from] ApiError),
 }
 
 type State = ServiceState<EndpointSlice>;
@@ -162,7 +156,7 @@ async fn apply(state: &State, svc: &Service, plan: Plan) -> Result<(), Error> {
                 match api.create(&PostParams::default(), slice).await {
                     Ok(created) => written = written.max(revision(&created)),
                     Err(e) if is_namespace_terminating(&e) => return Ok(()),
-                    Err(e) => return Err(api_error("creating an EndpointSlice", e)),
+                    Err(e) => return Err(api_error("creating an EndpointSlice")(e).into()),
                 }
             }
         }
@@ -171,7 +165,7 @@ async fn apply(state: &State, svc: &Service, plan: Plan) -> Result<(), Error> {
             let updated = api
                 .replace(&name, &PostParams::default(), slice)
                 .await
-                .map_err(|e| api_error(format!("updating EndpointSlice {name}"), e))?;
+                .map_err(api_error(format!("updating EndpointSlice {name}")))?;
             written = written.max(revision(&updated));
         }
         for slice in &plan.delete {
@@ -179,14 +173,14 @@ async fn apply(state: &State, svc: &Service, plan: Plan) -> Result<(), Error> {
             match api.delete(&name, &DeleteParams::default()).await {
                 Ok(_) => deleted.push(ObjectRef::new(&name).within(&namespace)),
                 Err(kube::Error::Api(s)) if s.code == 404 => {}
-                Err(e) => return Err(api_error(format!("deleting EndpointSlice {name}"), e)),
+                Err(e) => return Err(api_error(format!("deleting EndpointSlice {name}"))(e).into()),
             }
         }
         Ok(())
     }
     .await;
     state.router.wait_for_cache(written, &deleted).await;
-    if let Err(Error::Api { source, .. }) = &result {
+    if let Err(Error::Api(ApiError { source, .. })) = &result {
         // A conflict means the cache was behind someone else's write: retried at once with
         // a fresher view, not a failure worth an event.
         let conflict = matches!(source, kube::Error::Api(s) if s.code == 409);
@@ -208,13 +202,6 @@ async fn apply(state: &State, svc: &Service, plan: Plan) -> Result<(), Error> {
         }
     }
     result
-}
-
-fn api_error(action: impl Into<String>, source: kube::Error) -> Error {
-    Error::Api {
-        action: action.into(),
-        source,
-    }
 }
 
 /// Delete the slices of a Service that no longer exists (asking the API first, as the

@@ -46,8 +46,8 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::Context;
 use super::events::{EventType, Recorder};
+use super::{ApiError, Context, api_error};
 use crate::apiserver::writes::{FOREGROUND_FINALIZER, ORPHAN_FINALIZER};
 use crate::gitops::kinds::Catalog;
 
@@ -73,25 +73,14 @@ const SYNC_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The API refused or failed a request.
-    #[error("{action}: {source}")]
-    Api {
-        /// What was being done.
-        action: String,
-        /// The error.
-        #[source]
-        source: kube::Error,
-    },
+    #[error(transparent)]
+    Api(#[from] ApiError),
     /// An object kept changing under a conditional write.
     #[error("{what}: the object kept changing; will look again")]
     Contended {
         /// What was being done.
         what: String,
     },
-}
-
-fn api_error(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
-    let action = action.into();
-    move |source| Error::Api { action, source }
 }
 
 fn is_status(error: &kube::Error, code: u16) -> bool {
@@ -1067,10 +1056,10 @@ impl Collector {
                 match api.delete(&identity.name, &params(None)).await {
                     Ok(_) => Ok(()),
                     Err(e) if is_status(&e, 404) => Ok(()),
-                    Err(e) => Err(api_error(action())(e)),
+                    Err(e) => Err(api_error(action())(e).into()),
                 }
             }
-            Err(e) => Err(api_error(action())(e)),
+            Err(e) => Err(api_error(action())(e).into()),
         }
     }
 
@@ -1276,7 +1265,7 @@ impl Collector {
                 Ok(_) => return Ok(()),
                 Err(e) if is_status(&e, 404) => return Ok(()),
                 Err(e) if is_status(&e, 409) => continue,
-                Err(e) => return Err(api_error(what)(e)),
+                Err(e) => return Err(api_error(what)(e).into()),
             }
         }
         Err(Error::Contended {

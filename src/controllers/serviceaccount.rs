@@ -33,7 +33,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use super::Context;
+use super::{ApiError, Context, api_error};
 
 /// The ServiceAccount every namespace gets.
 pub const DEFAULT_SERVICE_ACCOUNT: &str = "default";
@@ -55,14 +55,8 @@ pub const CLOCK_SKEW: Duration = Duration::from_secs(60);
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The API refused or failed a request.
-    #[error("{action}: {source}")]
-    Api {
-        /// What was being done.
-        action: String,
-        /// The error.
-        #[source]
-        source: kube::Error,
-    },
+    #[error(transparent)]
+    Api(#[from] ApiError),
     /// The ServiceAccount cache has not loaded yet.
     #[error("the ServiceAccount cache has not synced within {CACHE_WAIT:?}")]
     NotSynced,
@@ -144,10 +138,10 @@ async fn reconcile(ns: Arc<Namespace>, state: Arc<State>) -> Result<Action, Erro
         // 409: the cache lags and it exists. 403: the namespace started terminating.
         // 404: the namespace is gone. None of these is ours to retry.
         Err(kube::Error::Api(s)) if matches!(s.code, 403 | 404 | 409) => Ok(Action::await_change()),
-        Err(source) => Err(Error::Api {
-            action: format!("creating ServiceAccount {namespace}/{DEFAULT_SERVICE_ACCOUNT}"),
-            source,
-        }),
+        Err(source) => Err(api_error(format!(
+            "creating ServiceAccount {namespace}/{DEFAULT_SERVICE_ACCOUNT}"
+        ))(source)
+        .into()),
     }
 }
 
