@@ -7,11 +7,15 @@
 //!
 //! Only these two controllers run: owner references are set by the tests themselves.
 
+#[path = "support/wait.rs"]
+#[macro_use]
+mod wait;
+
 #[path = "support/apiserver.rs"]
 mod apiserver_support;
 
 use std::fmt::Debug;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use apiserver_support::{Backend, TestServer};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
@@ -26,22 +30,6 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 const PATIENCE: Duration = Duration::from_secs(10);
-
-/// Poll (every 20 ms) until `check` is `Ok`; fail after [`PATIENCE`] showing the last `Err`.
-macro_rules! eventually {
-    ($what:expr, $check:expr) => {{
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            match $check {
-                Ok(value) => break value,
-                Err(last) if Instant::now() > deadline => {
-                    panic!("timed out waiting for {}; last seen: {:?}", $what, last)
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-            }
-        }
-    }};
-}
 
 /// The garbage collector and the namespace controller, until the token fires; the handle
 /// ends when they have stopped.
@@ -233,10 +221,10 @@ async fn background_deletion_cascades_through_every_level() {
         Some("web")
     );
 
-    eventually!("the ReplicaSet collected", gone(&sets, "web-1").await);
+    eventually_ok!("the ReplicaSet collected", within PATIENCE, gone(&sets, "web-1").await);
     for i in 0..3 {
-        eventually!(
-            "its pods collected",
+        eventually_ok!(
+            "its pods collected", within PATIENCE,
             gone(&pods, &format!("web-1-{i}")).await
         );
     }
@@ -261,10 +249,10 @@ async fn a_dependent_with_another_owner_stays_until_the_last_one_goes() {
     cms.delete("owner-a", &DeleteParams::background())
         .await
         .unwrap();
-    eventually!("the sole dependent collected", gone(&cms, "only-a").await);
+    eventually_ok!("the sole dependent collected", within PATIENCE, gone(&cms, "only-a").await);
     // The shared one lives on, without its reference to the owner that went.
-    let shared = eventually!(
-        "the dangling reference dropped",
+    let shared = eventually_ok!(
+        "the dangling reference dropped", within PATIENCE,
         holds(&cms, "shared", |cm| owner_uids(cm)
             == vec![ref_b.uid.clone()])
         .await
@@ -274,8 +262,8 @@ async fn a_dependent_with_another_owner_stays_until_the_last_one_goes() {
     cms.delete("owner-b", &DeleteParams::default())
         .await
         .unwrap();
-    eventually!(
-        "collected once its last owner went",
+    eventually_ok!(
+        "collected once its last owner went", within PATIENCE,
         gone(&cms, "shared").await
     );
     shutdown.cancel();
@@ -300,10 +288,10 @@ async fn foreground_deletion_waits_for_the_blocking_dependents() {
     sets.delete("fg", &DeleteParams::foreground())
         .await
         .unwrap();
-    eventually!("the free dependents deleted", gone(&pods, "fg-free").await);
-    eventually!("the loose dependent deleted", gone(&pods, "fg-loose").await);
-    eventually!(
-        "the held dependent being deleted",
+    eventually_ok!("the free dependents deleted", within PATIENCE, gone(&pods, "fg-free").await);
+    eventually_ok!("the loose dependent deleted", within PATIENCE, gone(&pods, "fg-loose").await);
+    eventually_ok!(
+        "the held dependent being deleted", within PATIENCE,
         holds(&pods, "fg-held", |p| p
             .metadata
             .deletion_timestamp
@@ -319,9 +307,9 @@ async fn foreground_deletion_waits_for_the_blocking_dependents() {
     );
 
     remove_finalizers(&pods, "fg-held").await;
-    eventually!("the held dependent gone", gone(&pods, "fg-held").await);
-    eventually!(
-        "the owner gone after its dependents",
+    eventually_ok!("the held dependent gone", within PATIENCE, gone(&pods, "fg-held").await);
+    eventually_ok!(
+        "the owner gone after its dependents", within PATIENCE,
         gone(&sets, "fg").await
     );
 
@@ -345,16 +333,16 @@ async fn foreground_deletion_waits_for_the_blocking_dependents() {
         .delete("deep", &DeleteParams::foreground())
         .await
         .unwrap();
-    eventually!(
-        "the middle ReplicaSet deleting its own dependents",
+    eventually_ok!(
+        "the middle ReplicaSet deleting its own dependents", within PATIENCE,
         holds(&sets, "deep-1", |rs| {
             rs.metadata.deletion_timestamp.is_some()
                 && rs.finalizers().iter().any(|f| f == "foregroundDeletion")
         })
         .await
     );
-    eventually!(
-        "the pod being deleted",
+    eventually_ok!(
+        "the pod being deleted", within PATIENCE,
         holds(&pods, "deep-1-a", |p| p
             .metadata
             .deletion_timestamp
@@ -363,8 +351,8 @@ async fn foreground_deletion_waits_for_the_blocking_dependents() {
     );
     assert!(deployments.get_opt("deep").await.unwrap().is_some());
     remove_finalizers(&pods, "deep-1-a").await;
-    eventually!("the ReplicaSet gone", gone(&sets, "deep-1").await);
-    eventually!("the Deployment gone last", gone(&deployments, "deep").await);
+    eventually_ok!("the ReplicaSet gone", within PATIENCE, gone(&sets, "deep-1").await);
+    eventually_ok!("the Deployment gone last", within PATIENCE, gone(&deployments, "deep").await);
     shutdown.cancel();
 }
 
@@ -390,9 +378,9 @@ async fn orphaning_keeps_the_dependents_and_drops_the_reference() {
         .unwrap();
     let marked = marked.left().expect("the ReplicaSet, marked");
     assert!(marked.finalizers().iter().any(|f| f == "orphan"));
-    eventually!("the owner gone", gone(&sets, "orphaner").await);
-    let one = eventually!(
-        "orphan-1 without its owner",
+    eventually_ok!("the owner gone", within PATIENCE, gone(&sets, "orphaner").await);
+    let one = eventually_ok!(
+        "orphan-1 without its owner", within PATIENCE,
         holds(&pods, "orphan-1", |p| owner_uids(p).is_empty()).await
     );
     assert!(one.metadata.deletion_timestamp.is_none());
@@ -422,9 +410,9 @@ async fn orphaning_keeps_the_dependents_and_drops_the_reference() {
         json!(["orphan"]),
         "{answer}"
     );
-    eventually!("the legacy owner gone", gone(&cms, "legacy-owner").await);
-    eventually!(
-        "its dependent orphaned",
+    eventually_ok!("the legacy owner gone", within PATIENCE, gone(&cms, "legacy-owner").await);
+    eventually_ok!(
+        "its dependent orphaned", within PATIENCE,
         holds(&cms, "legacy-dep", |cm| owner_uids(cm).is_empty()).await
     );
     shutdown.cancel();
@@ -452,8 +440,8 @@ async fn dangling_dependents_are_collected_after_a_restart() {
     assert!(cms.get_opt("early-dep").await.unwrap().is_some());
 
     let (shutdown, running) = start_controllers(&client);
-    eventually!(
-        "the dangling dependent collected",
+    eventually_ok!(
+        "the dangling dependent collected", within PATIENCE,
         gone(&cms, "early-dep").await
     );
     shutdown.cancel();
@@ -478,9 +466,9 @@ async fn dangling_dependents_are_collected_after_a_restart() {
         .await
         .unwrap();
     let (shutdown, running) = start_controllers(&client);
-    eventually!("the dangling pod collected", gone(&pods, "late-pod").await);
-    eventually!(
-        "the phantom's dependent collected",
+    eventually_ok!("the dangling pod collected", within PATIENCE, gone(&pods, "late-pod").await);
+    eventually_ok!(
+        "the phantom's dependent collected", within PATIENCE,
         gone(&cms, "phantom-dep").await
     );
     shutdown.cancel();
@@ -568,12 +556,12 @@ async fn a_namespace_is_emptied_then_removed() {
         other => panic!("{other}"),
     }
 
-    eventually!("the plain content deleted", gone(&cms, "plain").await);
-    eventually!("the pods deleted", gone(&pods, "web-a").await);
-    eventually!("the ReplicaSet deleted", gone(&sets, "web").await);
+    eventually_ok!("the plain content deleted", within PATIENCE, gone(&cms, "plain").await);
+    eventually_ok!("the pods deleted", within PATIENCE, gone(&pods, "web-a").await);
+    eventually_ok!("the ReplicaSet deleted", within PATIENCE, gone(&sets, "web").await);
     // Held content holds the namespace, and its status says why.
-    let waiting = eventually!(
-        "the remaining finalizer reported",
+    let waiting = eventually_ok!(
+        "the remaining finalizer reported", within PATIENCE,
         holds(&namespaces, "doomed", |ns| {
             ns.status
                 .as_ref()
@@ -604,7 +592,7 @@ async fn a_namespace_is_emptied_then_removed() {
     );
 
     remove_finalizers(&cms, "held").await;
-    eventually!("the namespace gone", gone(&namespaces, "doomed").await);
+    eventually_ok!("the namespace gone", within PATIENCE, gone(&namespaces, "doomed").await);
     // Its name can be used again, fresh.
     let again = namespaces
         .create(
@@ -683,8 +671,8 @@ async fn namespace_deletes_take_delete_options_as_kubectl_sends_them() {
     );
 
     for name in ["by-body", "by-query", "by-orphan"] {
-        eventually!(
-            format!("namespace {name} gone"),
+        eventually_ok!(
+            format!("namespace {name} gone"), within PATIENCE,
             gone(&namespaces, name).await
         );
         let cms: Api<ConfigMap> = Api::namespaced(client.clone(), name);

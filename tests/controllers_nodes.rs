@@ -5,6 +5,10 @@
 //! a node's Lease while the "agent" is alive. Flags are seconds-scale (grace 1 s, default
 //! eviction timeout 1 s) so heartbeat loss and evictions happen quickly.
 
+#[path = "support/wait.rs"]
+#[macro_use]
+mod wait;
+
 #[path = "support/apiserver.rs"]
 mod apiserver_support;
 
@@ -27,22 +31,6 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 const PATIENCE: Duration = Duration::from_secs(15);
-
-/// Poll until `check` is `Ok`; fail after [`PATIENCE`] showing the last `Err`.
-macro_rules! eventually {
-    ($what:expr, $check:expr) => {{
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            match $check {
-                Ok(value) => break value,
-                Err(last) if Instant::now() > deadline => {
-                    panic!("timed out waiting for {}; last seen: {:?}", $what, last)
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-            }
-        }
-    }};
-}
 
 /// Poll for `$for` that `check` stays `Ok`; fail at the first `Err`, showing it.
 macro_rules! throughout {
@@ -123,8 +111,8 @@ async fn default_service_account_in_every_namespace() {
 
     // Namespaces that existed before the controller.
     for ns in ["default", "kube-system", "kube-node-lease"] {
-        eventually!(
-            format!("the default ServiceAccount in {ns}"),
+        eventually_ok!(
+            format!("the default ServiceAccount in {ns}"), within PATIENCE,
             default_sa(client, ns).await
         );
     }
@@ -137,8 +125,8 @@ async fn default_service_account_in_every_namespace() {
             .create(&PostParams::default(), &ns)
             .await
             .unwrap();
-        eventually!(
-            format!("the default ServiceAccount in {name}"),
+        eventually_ok!(
+            format!("the default ServiceAccount in {name}"), within PATIENCE,
             default_sa(client, name).await
         );
     }
@@ -150,7 +138,7 @@ async fn default_service_account_in_every_namespace() {
         .delete("default", &DeleteParams::default())
         .await
         .unwrap();
-    eventually!("the default ServiceAccount re-created in team-a", {
+    eventually_ok!("the default ServiceAccount re-created in team-a", within PATIENCE, {
         match default_sa(client, "team-a").await {
             Ok(sa) if sa.uid().as_deref() != Some(old_uid.as_str()) => Ok(sa),
             Ok(sa) => Err(format!("still the old one: {:?}", sa.uid())),
@@ -176,7 +164,7 @@ async fn default_service_account_in_every_namespace() {
         .delete("default", &DeleteParams::default())
         .await
         .unwrap();
-    eventually!("the default ServiceAccount re-created in team-a again", {
+    eventually_ok!("the default ServiceAccount re-created in team-a again", within PATIENCE, {
         match default_sa(client, "team-a").await {
             Ok(sa) if sa.uid().as_deref() != Some(old_uid.as_str()) => Ok(sa),
             Ok(_) => Err("still the old one".to_owned()),
@@ -501,7 +489,7 @@ async fn node_where(
     what: &str,
     check: impl Fn(&Node) -> bool,
 ) -> Node {
-    eventually!(format!("node {name}: {what}"), {
+    eventually_ok!(format!("node {name}: {what}"), within PATIENCE, {
         let node = nodes.get(name).await.unwrap();
         if check(&node) {
             Ok(node)
@@ -568,7 +556,7 @@ async fn heartbeat_loss_marks_the_node_unknown_and_recovery_untaints_it() {
     );
 
     let events: Api<Event> = Api::namespaced(cluster.client.clone(), "default");
-    eventually!("a NodeNotReady event for n1", {
+    eventually_ok!("a NodeNotReady event for n1", within PATIENCE, {
         let list = events.list(&ListParams::default()).await.unwrap();
         list.items
             .into_iter()
@@ -640,7 +628,7 @@ async fn evicted(pods: &Api<Pod>, name: &str) -> Result<bool, kube::Error> {
 }
 
 async fn wait_evicted(pods: &Api<Pod>, name: &str) {
-    eventually!(format!("pod {name} evicted"), {
+    eventually_ok!(format!("pod {name} evicted"), within PATIENCE, {
         match evicted(pods, name).await {
             Ok(true) => Ok(()),
             Ok(false) => Err(pods.get(name).await.map(|p| p.status)),
@@ -710,7 +698,7 @@ async fn pods_are_evicted_when_their_tolerations_run_out() {
         forever.metadata.deletion_timestamp.is_none(),
         "the pod tolerating forever was evicted"
     );
-    eventually!("forever marked not ready", {
+    eventually_ok!("forever marked not ready", within PATIENCE, {
         let pod = pods.get("forever").await.unwrap();
         let ready = pod
             .status
@@ -728,7 +716,7 @@ async fn pods_are_evicted_when_their_tolerations_run_out() {
     assert!(!evicted(&pods, "elsewhere").await.unwrap());
 
     let events: Api<Event> = Api::namespaced(client.clone(), "default");
-    eventually!("a TaintManagerEviction event for plain", {
+    eventually_ok!("a TaintManagerEviction event for plain", within PATIENCE, {
         let list = events.list(&ListParams::default()).await.unwrap();
         list.items
             .into_iter()

@@ -2,11 +2,15 @@
 //! last state seen — never a bare sleep standing in for an assertion.
 
 /// Poll `$check` (a `Result`) every 20 ms until it is `Ok`, whose value the macro yields;
-/// after 20 s fail, naming `$what` and showing the last `Err`.
+/// after 20 s (or `within` the given duration) fail, naming `$what` and showing the last
+/// `Err`.
 #[allow(unused_macros)]
 macro_rules! eventually_ok {
-    ($what:expr, $check:expr) => {{
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    ($what:expr, $check:expr) => {
+        eventually_ok!($what, within std::time::Duration::from_secs(20), $check)
+    };
+    ($what:expr, within $patience:expr, $check:expr) => {{
+        let deadline = std::time::Instant::now() + $patience;
         loop {
             match $check {
                 Ok(value) => break value,
