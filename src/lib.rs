@@ -24,5 +24,6 @@ pub mod apiserver;
 pub mod cli;
 pub mod controllers;
 pub mod gitops;
+pub mod kubelet;
 pub mod scheduler;
 pub mod store;

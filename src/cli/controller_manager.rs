@@ -10,6 +10,7 @@ use clap::Args;
 
 use super::parse_duration;
 use crate::controllers::leader::LeaderConfig;
+use crate::controllers::node_ipam::{IpamConfig, Ipv4Cidr};
 use crate::controllers::{CONTROLLERS, ControllerManager, Options};
 
 /// Leader-election flags, shared by every leader-elected component (`moor server` applies
@@ -71,6 +72,12 @@ pub struct ControllerArgs {
     /// toleration of the unreachable taint).
     #[arg(long, default_value = "300s", value_parser = parse_duration)]
     pub pod_eviction_timeout: Duration,
+    /// The range pod addresses come from; each node gets a --node-cidr-mask-size slice.
+    #[arg(long, default_value = crate::controllers::node_ipam::DEFAULT_CLUSTER_CIDR)]
+    pub cluster_cidr: Ipv4Cidr,
+    /// The prefix length of each node's pod range (spec.podCIDR).
+    #[arg(long, default_value_t = crate::controllers::node_ipam::DEFAULT_NODE_MASK)]
+    pub node_cidr_mask_size: u8,
 }
 
 /// The Lease the controller managers elect a leader on.
@@ -93,11 +100,15 @@ impl ControllerArgs {
                 );
             }
         }
-        let mut manager = ControllerManager::new(client).with_options(Options {
-            node_monitor_grace: self.node_monitor_grace_period,
-            pod_eviction_timeout: self.pod_eviction_timeout,
-            data_dir,
-        });
+        let ipam = IpamConfig::new(self.cluster_cidr, self.node_cidr_mask_size)
+            .map_err(|e| anyhow::anyhow!("--cluster-cidr, --node-cidr-mask-size: {e}"))?;
+        let mut manager = ControllerManager::new(client)
+            .with_options(Options {
+                node_monitor_grace: self.node_monitor_grace_period,
+                pod_eviction_timeout: self.pod_eviction_timeout,
+                data_dir,
+            })
+            .with_node_ipam(ipam);
         if !self.controllers.is_empty() {
             manager = manager.with_controllers(self.controllers.clone());
         }

@@ -1,8 +1,10 @@
 //! The `moor` command line: one file per subcommand.
 
+pub mod agent;
 pub mod apply;
 pub mod controller_manager;
 pub mod diff;
+pub mod images;
 pub mod scheduler;
 pub mod server;
 pub mod store;
@@ -46,6 +48,11 @@ pub enum Command {
     ControllerManager(controller_manager::ControllerManagerArgs),
     /// Run the scheduler alone against an API server (leader-elected).
     Scheduler(scheduler::SchedulerCommandArgs),
+    /// Import, pull and list the node agent's container images (containerd namespace moor).
+    Images(images::ImagesArgs),
+    /// Run the node agent: register this machine as a Node and run its pods through
+    /// containerd.
+    Agent(agent::AgentArgs),
 }
 
 /// Run a parsed command line; the returned code is the process exit code.
@@ -65,6 +72,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Apply(args) => apply::run(args).await,
             Command::ControllerManager(args) => controller_manager::run(args).await,
             Command::Scheduler(args) => scheduler::run(args).await,
+            Command::Images(args) => images::run(args).await,
+            Command::Agent(args) => agent::run(args).await,
         }
     })
 }

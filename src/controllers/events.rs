@@ -48,6 +48,8 @@ struct Key {
 pub struct Recorder {
     client: Client,
     component: String,
+    /// The node the events come from (`source.host`), for node agents.
+    host: Option<String>,
     /// Event name and count per key. A std mutex: held only to read or update the map,
     /// never across an await.
     seen: Mutex<HashMap<Key, (String, i32)>>,
@@ -62,8 +64,15 @@ impl Recorder {
         Recorder {
             client,
             component: component.into(),
+            host: None,
             seen: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Events also name the node they come from, as kubelet's do.
+    pub fn with_host(mut self, host: impl Into<String>) -> Self {
+        self.host = Some(host.into());
+        self
     }
 
     /// Record an event about `object`.
@@ -135,9 +144,10 @@ impl Recorder {
             last_timestamp: Some(now),
             source: Some(EventSource {
                 component: Some(self.component.clone()),
-                host: None,
+                host: self.host.clone(),
             }),
             reporting_component: Some(self.component.clone()),
+            reporting_instance: self.host.clone(),
             ..Event::default()
         };
         api.create(&PostParams::default(), &event).await?;

@@ -14,6 +14,7 @@ pub mod events;
 pub mod garbage_collector;
 pub mod leader;
 pub mod namespace;
+pub mod node_ipam;
 pub mod node_lifecycle;
 pub mod replicaset;
 pub mod serviceaccount;
@@ -54,6 +55,8 @@ pub struct Context {
     pub client: Client,
     /// Tunables.
     pub options: Options,
+    /// The node IPAM controller's ranges (`--cluster-cidr`, `--node-cidr-mask-size`).
+    pub node_ipam: node_ipam::IpamConfig,
 }
 
 impl Context {
@@ -113,6 +116,9 @@ pub const CONTROLLERS: &[(&str, RunFn)] = &[
     ("nodelifecycle", |ctx, shutdown| {
         Box::pin(node_lifecycle::run(ctx, shutdown))
     }),
+    ("nodeipam", |ctx, shutdown| {
+        Box::pin(node_ipam::run(ctx, shutdown))
+    }),
 ];
 
 /// Runs the controllers, under leader election when configured.
@@ -121,6 +127,7 @@ pub struct ControllerManager {
     options: Options,
     leader: Option<LeaderConfig>,
     enabled: Option<Vec<String>>,
+    node_ipam: node_ipam::IpamConfig,
 }
 
 impl ControllerManager {
@@ -131,12 +138,19 @@ impl ControllerManager {
             options: Options::default(),
             leader: None,
             enabled: None,
+            node_ipam: node_ipam::IpamConfig::default(),
         }
     }
 
     /// Tunables.
     pub fn with_options(mut self, options: Options) -> Self {
         self.options = options;
+        self
+    }
+
+    /// The ranges the node IPAM controller hands out (default 10.42.0.0/16 in /24s).
+    pub fn with_node_ipam(mut self, config: node_ipam::IpamConfig) -> Self {
+        self.node_ipam = config;
         self
     }
 
@@ -158,6 +172,7 @@ impl ControllerManager {
         let ctx = Arc::new(Context {
             client: self.client.clone(),
             options: self.options.clone(),
+            node_ipam: self.node_ipam,
         });
         let Some(config) = self.leader.clone() else {
             self.run_controllers(ctx, shutdown).await;

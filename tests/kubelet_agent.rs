@@ -1,0 +1,532 @@
+//! The node agent end to end: a real API server, a private containerd with runc, the CNI
+//! plugins, and the busybox test image. Pods are created already bound (`spec.nodeName`)
+//! and the tests watch what kubectl would show: phase, container states, exit codes,
+//! restarts and back-off, readiness, pod IPs reachable from the host, volumes and env,
+//! cgroup limits, graceful deletion, restart adoption and the errors of bad specs.
+
+#[path = "support/agent.rs"]
+mod agent_support;
+#[path = "support/apiserver.rs"]
+mod apiserver_support;
+#[path = "support/containerd.rs"]
+mod containerd_support;
+#[path = "support/image.rs"]
+mod image_support;
+#[path = "support/wait.rs"]
+#[macro_use]
+mod wait;
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use agent_support::{IMAGE, TestNode};
+use k8s_openapi::api::core::v1::{ConfigMap, ContainerStatus, Pod};
+use kube::api::{DeleteParams, PostParams};
+use serde_json::json;
+
+fn pod(name: &str, spec: serde_json::Value) -> Pod {
+    let mut spec = spec;
+    spec["nodeName"] = json!("box1");
+    if spec.get("terminationGracePeriodSeconds").is_none() {
+        spec["terminationGracePeriodSeconds"] = json!(5);
+    }
+    serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default", "labels": {"app": name}},
+        "spec": spec,
+    }))
+    .unwrap()
+}
+
+fn sh(name: &str, script: &str) -> serde_json::Value {
+    json!({"name": name, "image": IMAGE, "command": ["sh", "-c", script]})
+}
+
+async fn create(node: &TestNode, pod: Pod) -> Pod {
+    node.pods()
+        .create(&PostParams::default(), &pod)
+        .await
+        .unwrap()
+}
+
+fn status_of<'a>(pod: &'a Pod, container: &str) -> Option<&'a ContainerStatus> {
+    pod.status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .iter()
+        .find(|c| c.name == container)
+}
+
+fn phase(pod: &Pod) -> String {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.phase.clone())
+        .unwrap_or_default()
+}
+
+fn condition(pod: &Pod, type_: &str) -> String {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == type_))
+        .map(|c| c.status.clone())
+        .unwrap_or_default()
+}
+
+/// Polls the pod until `check` accepts it.
+async fn wait_for(node: &TestNode, name: &str, what: &str, check: impl Fn(&Pod) -> bool) -> Pod {
+    eventually_ok!(what, within Duration::from_secs(30), {
+        let pod = node.pods().get(name).await.unwrap();
+        if check(&pod) { Ok(pod) } else { Err(pod.status) }
+    })
+}
+
+fn log_of(node: &TestNode, pod: &Pod, container: &str, attempt: u32) -> String {
+    let meta = &pod.metadata;
+    let path = node
+        .data_dir()
+        .join("logs")
+        .join(format!(
+            "default_{}_{}",
+            meta.name.as_deref().unwrap(),
+            meta.uid.as_deref().unwrap()
+        ))
+        .join(container)
+        .join(format!("{attempt}.log"));
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+#[tokio::test]
+async fn containers_run_to_completion_with_their_exit_codes() {
+    let node = TestNode::start().await;
+    create(&node, pod("ok", json!({"restartPolicy": "Never", "containers": [sh("main", "echo hello from busybox")]}))).await;
+    create(&node, pod("bad", json!({"restartPolicy": "Never", "containers": [sh("main", "echo failing >&2; exit 3")]}))).await;
+
+    let ok = wait_for(&node, "ok", "pod ok Succeeded", |p| phase(p) == "Succeeded").await;
+    let t = status_of(&ok, "main")
+        .unwrap()
+        .state
+        .as_ref()
+        .unwrap()
+        .terminated
+        .clone()
+        .unwrap();
+    assert_eq!(t.exit_code, 0);
+    assert_eq!(t.reason.as_deref(), Some("Completed"));
+    assert!(t.started_at.is_some() && t.finished_at.is_some());
+    assert_eq!(log_of(&node, &ok, "main", 0), "hello from busybox\n");
+    assert_eq!(condition(&ok, "Ready"), "False");
+
+    let bad = wait_for(&node, "bad", "pod bad Failed", |p| phase(p) == "Failed").await;
+    let cs = status_of(&bad, "main").unwrap();
+    let t = cs.state.as_ref().unwrap().terminated.clone().unwrap();
+    assert_eq!(t.exit_code, 3);
+    assert_eq!(t.reason.as_deref(), Some("Error"));
+    assert_eq!(cs.restart_count, 0);
+    assert_eq!(log_of(&node, &bad, "main", 0), "failing\n");
+    assert!(
+        cs.container_id
+            .as_deref()
+            .unwrap()
+            .starts_with("containerd://")
+    );
+}
+
+#[tokio::test]
+async fn restart_policies_restart_with_back_off() {
+    let node = TestNode::start().await;
+    create(
+        &node,
+        pod(
+            "crash",
+            json!({"restartPolicy": "Always", "containers": [sh("main", "echo attempt; exit 1")]}),
+        ),
+    )
+    .await;
+    create(&node, pod("retry", json!({"restartPolicy": "OnFailure", "containers": [sh("main", "test -f /tmp/x || (touch /tmp/x; exit 0)")]}))).await;
+
+    // The first restart is immediate, the next waits 10 s: CrashLoopBackOff in between.
+    let crashing = wait_for(&node, "crash", "CrashLoopBackOff after a restart", |p| {
+        status_of(p, "main").is_some_and(|c| {
+            c.restart_count >= 1
+                && c.state
+                    .as_ref()
+                    .and_then(|s| s.waiting.as_ref())
+                    .and_then(|w| w.reason.as_deref())
+                    == Some("CrashLoopBackOff")
+        })
+    })
+    .await;
+    let cs = status_of(&crashing, "main").unwrap();
+    let last = cs.last_state.as_ref().unwrap().terminated.as_ref().unwrap();
+    assert_eq!(last.exit_code, 1);
+    assert_eq!(last.reason.as_deref(), Some("Error"));
+    let message = cs
+        .state
+        .as_ref()
+        .unwrap()
+        .waiting
+        .as_ref()
+        .unwrap()
+        .message
+        .clone()
+        .unwrap();
+    assert!(
+        message.starts_with("back-off 10s restarting failed container=main pod=crash_default("),
+        "{message}"
+    );
+    assert_eq!(phase(&crashing), "Running");
+    // Only the newest two attempts are kept in containerd.
+    assert!(node.containers().len() <= 3, "{:?}", node.containers());
+
+    // OnFailure: a success ends it, without a restart.
+    let retried = wait_for(&node, "retry", "OnFailure pod Succeeded", |p| {
+        phase(p) == "Succeeded"
+    })
+    .await;
+    assert_eq!(status_of(&retried, "main").unwrap().restart_count, 0);
+}
+
+#[tokio::test]
+async fn a_server_pod_is_ready_and_reachable_on_its_ip_with_volumes_and_env() {
+    let node = TestNode::start().await;
+    let cm: ConfigMap = serde_json::from_value(json!({
+        "metadata": {"name": "site"},
+        "data": {"index.html": "hello from a configmap\n", "greeting": "hi"}
+    }))
+    .unwrap();
+    kube::Api::<ConfigMap>::namespaced(node.client(), "default")
+        .create(&PostParams::default(), &cm)
+        .await
+        .unwrap();
+    create(
+        &node,
+        pod(
+            "web",
+            json!({
+                "volumes": [{"name": "site", "configMap": {"name": "site"}}],
+                "containers": [{
+                    "name": "httpd",
+                    "image": IMAGE,
+                    "command": ["sh", "-c", "echo \"$GREETING $POD_NAME $(cat /etc/hostname)\"; exec httpd -f -p 8080 -h /www"],
+                    "env": [
+                        {"name": "GREETING", "valueFrom": {"configMapKeyRef": {"name": "site", "key": "greeting"}}},
+                        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
+                    ],
+                    "volumeMounts": [{"name": "site", "mountPath": "/www", "readOnly": true}],
+                    "ports": [{"containerPort": 8080}]
+                }]
+            }),
+        ),
+    )
+    .await;
+    let web = wait_for(&node, "web", "web Running and Ready", |p| {
+        phase(p) == "Running" && condition(p, "Ready") == "True"
+    })
+    .await;
+    let status = web.status.clone().unwrap();
+    let ip: std::net::Ipv4Addr = status.pod_ip.clone().unwrap().parse().unwrap();
+    assert_eq!(
+        ip.octets()[..3],
+        [10, 201, node.subnet],
+        "pod IP {ip} in the node's range"
+    );
+    assert_eq!(status.host_ip.as_deref(), Some("127.0.0.1"));
+    assert_eq!(status.qos_class.as_deref(), Some("BestEffort"));
+    for c in [
+        "PodReadyToStartContainers",
+        "Initialized",
+        "ContainersReady",
+        "Ready",
+        "PodScheduled",
+    ] {
+        assert_eq!(condition(&web, c), "True", "{c}");
+    }
+    let cs = status_of(&web, "httpd").unwrap();
+    assert!(cs.ready && cs.started == Some(true));
+    assert!(cs.image_id.starts_with("sha256:"), "{}", cs.image_id);
+
+    // The host reaches the server on the pod's IP.
+    let body = eventually_ok!("GET / from the pod", {
+        http_get(&format!("{ip}:8080"), "/index.html")
+    });
+    assert!(body.ends_with("hello from a configmap\n"), "{body}");
+    let log = eventually_ok!("the greeting in the log", {
+        let log = log_of(&node, &web, "httpd", 0);
+        if log.is_empty() { Err(()) } else { Ok(log) }
+    });
+    assert_eq!(log, "hi web web\n");
+}
+
+fn http_get(addr: &str, path: &str) -> Result<String, String> {
+    let mut stream =
+        std::net::TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(1))
+            .map_err(|e| e.to_string())?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut out = String::new();
+    stream.read_to_string(&mut out).map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+#[tokio::test]
+async fn deleting_a_pod_stops_it_gracefully_and_removes_everything() {
+    let node = TestNode::start().await;
+    create(
+        &node,
+        pod("graceful", json!({"containers": [sh("main", "trap 'echo got TERM; exit 0' TERM; while true; do sleep 0.1; done")]})),
+    )
+    .await;
+    let running = wait_for(&node, "graceful", "Running", |p| phase(p) == "Running").await;
+    let uid = running.metadata.uid.clone().unwrap();
+    node.pods()
+        .delete("graceful", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually_ok!("the pod gone from the API", {
+        match node.pods().get_opt("graceful").await.unwrap() {
+            None => Ok(()),
+            Some(p) => Err(p.status),
+        }
+    });
+    assert!(
+        node.containers().is_empty(),
+        "containers left: {:?}",
+        node.containers()
+    );
+    let netns = node.data_dir().join("network").join("netns");
+    let left: Vec<_> = std::fs::read_dir(&netns)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "namespaces left: {left:?}");
+    assert!(!node.data_dir().join("pods").join(&uid).exists());
+}
+
+#[tokio::test]
+async fn a_restarted_agent_adopts_its_containers_and_cleans_up_deleted_pods() {
+    let mut node = TestNode::start().await;
+    create(
+        &node,
+        pod(
+            "keep",
+            json!({"containers": [sh("main", "while true; do sleep 1; done")]}),
+        ),
+    )
+    .await;
+    create(&node, pod("drop", json!({"terminationGracePeriodSeconds": 0, "containers": [sh("main", "while true; do sleep 1; done")]}))).await;
+    let keep = wait_for(&node, "keep", "keep Running", |p| phase(p) == "Running").await;
+    wait_for(&node, "drop", "drop Running", |p| phase(p) == "Running").await;
+    let before = status_of(&keep, "main").unwrap().container_id.clone();
+
+    node.stop_agent().await;
+    // Deleted while the agent is away: force-deleted, as an operator would.
+    node.pods()
+        .delete(
+            "drop",
+            &DeleteParams {
+                grace_period_seconds: Some(0),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    if node.pods().get_opt("drop").await.unwrap().is_some() {
+        // The API server waits for the agent to finish graceful deletions; remove it for good.
+        let _ = node
+            .pods()
+            .delete(
+                "drop",
+                &DeleteParams {
+                    grace_period_seconds: Some(0),
+                    ..Default::default()
+                },
+            )
+            .await;
+    }
+    node.start_agent().await;
+
+    eventually_ok!("only keep's container left", {
+        let containers = node.containers();
+        if containers.len() == 1 {
+            Ok(())
+        } else {
+            Err(containers)
+        }
+    });
+    let keep = node.pods().get("keep").await.unwrap();
+    let cs = status_of(&keep, "main").unwrap();
+    assert_eq!(cs.container_id, before, "the same container, adopted");
+    assert_eq!(cs.restart_count, 0);
+    assert_eq!(phase(&keep), "Running");
+    assert_eq!(node.tasks().len(), 1, "{:?}", node.tasks());
+}
+
+#[tokio::test]
+async fn bad_specs_get_a_clear_reason_and_the_agent_carries_on() {
+    let node = TestNode::start().await;
+    create(&node, pod("noimage", json!({"containers": [{"name": "main", "image": "example.invalid/none:1", "imagePullPolicy": "Never"}]}))).await;
+    create(&node, pod("nocmd", json!({"restartPolicy": "Never", "containers": [{"name": "main", "image": IMAGE, "command": ["/no/such/binary"]}]}))).await;
+    create(&node, pod("nocm", json!({"containers": [{"name": "main", "image": IMAGE, "envFrom": [{"configMapRef": {"name": "missing"}}]}]}))).await;
+
+    let waiting_reason = |p: &Pod| {
+        status_of(p, "main")
+            .and_then(|c| c.state.as_ref())
+            .and_then(|s| s.waiting.as_ref())
+            .and_then(|w| w.reason.clone())
+            .unwrap_or_default()
+    };
+    let p = wait_for(&node, "noimage", "ErrImageNeverPull", |p| {
+        waiting_reason(p) == "ErrImageNeverPull"
+    })
+    .await;
+    let message = status_of(&p, "main")
+        .unwrap()
+        .state
+        .as_ref()
+        .unwrap()
+        .waiting
+        .as_ref()
+        .unwrap()
+        .message
+        .clone()
+        .unwrap();
+    assert_eq!(
+        message,
+        "Container image \"example.invalid/none:1\" is not present with pull policy of Never"
+    );
+    assert_eq!(phase(&p), "Pending");
+
+    let p = wait_for(&node, "nocmd", "a failed start", |p| phase(p) == "Failed").await;
+    let t = status_of(&p, "main")
+        .unwrap()
+        .state
+        .as_ref()
+        .unwrap()
+        .terminated
+        .clone()
+        .unwrap();
+    assert_eq!(t.exit_code, 128);
+    assert_eq!(t.reason.as_deref(), Some("StartError"));
+    assert!(
+        t.message
+            .as_deref()
+            .unwrap_or("")
+            .contains("/no/such/binary"),
+        "{t:?}"
+    );
+
+    let p = wait_for(&node, "nocm", "CreateContainerConfigError", |p| {
+        waiting_reason(p) == "CreateContainerConfigError"
+    })
+    .await;
+    let message = status_of(&p, "main")
+        .unwrap()
+        .state
+        .as_ref()
+        .unwrap()
+        .waiting
+        .as_ref()
+        .unwrap()
+        .message
+        .clone()
+        .unwrap();
+    assert_eq!(message, "configmap \"missing\" not found");
+
+    // The agent still runs pods.
+    create(
+        &node,
+        pod(
+            "fine",
+            json!({"restartPolicy": "Never", "containers": [sh("main", "true")]}),
+        ),
+    )
+    .await;
+    wait_for(&node, "fine", "a good pod next to bad ones", |p| {
+        phase(p) == "Succeeded"
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn limits_become_cgroup_settings_and_init_containers_run_first() {
+    let node = TestNode::start().await;
+    create(
+        &node,
+        pod(
+            "limited",
+            json!({
+                "volumes": [{"name": "shared", "emptyDir": {}}],
+                "initContainers": [
+                    {"name": "first", "image": IMAGE, "command": ["sh", "-c", "echo one > /shared/order"],
+                     "volumeMounts": [{"name": "shared", "mountPath": "/shared"}]},
+                    {"name": "second", "image": IMAGE, "command": ["sh", "-c", "echo two >> /shared/order"],
+                     "volumeMounts": [{"name": "shared", "mountPath": "/shared"}]}
+                ],
+                "containers": [{
+                    "name": "main",
+                    "image": IMAGE,
+                    "command": ["sh", "-c", "cat /shared/order; while true; do sleep 1; done"],
+                    "volumeMounts": [{"name": "shared", "mountPath": "/shared"}],
+                    "resources": {"limits": {"cpu": "500m", "memory": "64Mi"}}
+                }]
+            }),
+        ),
+    )
+    .await;
+    let p = wait_for(&node, "limited", "Running after its init containers", |p| {
+        phase(p) == "Running"
+    })
+    .await;
+    assert_eq!(condition(&p, "Initialized"), "True");
+    let inits = p
+        .status
+        .as_ref()
+        .unwrap()
+        .init_container_statuses
+        .clone()
+        .unwrap();
+    assert!(inits.iter().all(|c| {
+        c.state
+            .as_ref()
+            .unwrap()
+            .terminated
+            .as_ref()
+            .unwrap()
+            .exit_code
+            == 0
+    }));
+    // Burstable, not Guaranteed: the init containers set no limits, and upstream counts
+    // them too.
+    assert_eq!(
+        p.status.as_ref().unwrap().qos_class.as_deref(),
+        Some("Burstable")
+    );
+    let log = eventually_ok!("main's output", {
+        let log = log_of(&node, &p, "main", 0);
+        if log.is_empty() { Err(()) } else { Ok(log) }
+    });
+    assert_eq!(log, "one\ntwo\n");
+
+    let uid = p.metadata.uid.clone().unwrap();
+    let id = status_of(&p, "main")
+        .unwrap()
+        .container_id
+        .clone()
+        .unwrap()
+        .replace("containerd://", "");
+    let cgroup = |controller: &str, file: &str| {
+        std::fs::read_to_string(format!(
+            "/sys/fs/cgroup/{controller}/moor/pod{uid}/{id}/{file}"
+        ))
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|e| format!("unreadable: {e}"))
+    };
+    assert_eq!(
+        cgroup("memory", "memory.limit_in_bytes"),
+        (64 * 1024 * 1024).to_string()
+    );
+    assert_eq!(cgroup("cpu", "cpu.cfs_quota_us"), "50000");
+    assert_eq!(cgroup("cpu", "cpu.cfs_period_us"), "100000");
+}

@@ -1,0 +1,219 @@
+//! A whole node for tests: a real moor API server, a private containerd with the busybox
+//! test image imported, and the node agent running in-process on its own pod subnet and
+//! bridge. Dropping it stops the agent, tears down pod networks (namespaces, veths,
+//! leases, NAT rules) and the bridge, and the containerd instance removes every container.
+//!
+//! Tests run in parallel (under nextest each in its own process, next to other test
+//! binaries), so each node claims a subnet 10.201.N.0/24 with an flock on a file in the
+//! temp dir (released by the kernel even if the process dies) and uses the bridge `mtagN`.
+
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use moor::kubelet::containerd::Containerd;
+use moor::kubelet::images::ImageStore;
+use moor::kubelet::network::{Network, NetworkConfig};
+use moor::kubelet::{Agent, AgentConfig};
+use nix::fcntl::{Flock, FlockArg};
+use tokio_util::sync::CancellationToken;
+
+use crate::apiserver_support::{Backend, TestServer};
+use crate::containerd_support::ContainerdInstance;
+
+/// The test image's name as pods write it (a non-latest tag: pulled only if absent).
+pub const IMAGE: &str = "busybox:moor-test";
+
+pub struct TestNode {
+    pub server: TestServer,
+    pub containerd: ContainerdInstance,
+    pub config: AgentConfig,
+    pub subnet: u8,
+    dir: tempfile::TempDir,
+    agent: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
+    _claim: Flock<File>,
+}
+
+impl TestNode {
+    /// Server, containerd with the image, and a running agent whose Node is registered.
+    pub async fn start() -> TestNode {
+        let server = TestServer::start(Backend::Embedded).await;
+        let containerd = ContainerdInstance::start();
+        let dir = tempfile::tempdir().unwrap();
+        let archive = crate::image_support::busybox_oci_archive(dir.path(), IMAGE);
+        let c = Containerd::connect(&containerd.socket()).await.unwrap();
+        ImageStore::new(c).import_archive(&archive).await.unwrap();
+        let (subnet, claim) = claim_subnet();
+        let bridge = format!("mtag{subnet}");
+        let _ = Command::new("ip").args(["link", "del", &bridge]).output();
+        let mut config = AgentConfig::new("box1", dir.path().join("agent"));
+        config.containerd_socket = containerd.socket();
+        config.pod_cidr = format!("10.201.{subnet}.0/24");
+        config.bridge = bridge;
+        config.kubelet_port = 0;
+        config.address = Some("127.0.0.1".parse().unwrap());
+        let mut node = TestNode {
+            server,
+            containerd,
+            config,
+            subnet,
+            dir,
+            agent: None,
+            _claim: claim,
+        };
+        node.start_agent().await;
+        node
+    }
+
+    pub fn client(&self) -> kube::Client {
+        self.server.client()
+    }
+
+    pub fn pods(&self) -> Api<Pod> {
+        Api::namespaced(self.client(), "default")
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.config.data_dir
+    }
+
+    pub fn scratch(&self) -> PathBuf {
+        self.dir.path().to_owned()
+    }
+
+    /// Starts the agent (again) and waits for it to have registered.
+    pub async fn start_agent(&mut self) {
+        let shutdown = CancellationToken::new();
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let agent = Agent::new(self.client(), self.config.clone()).with_ready_signal(ready_tx);
+        let token = shutdown.clone();
+        let handle = tokio::spawn(async move {
+            if let Err(e) = agent.run(token).await {
+                panic!("agent failed: {e}");
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(20), ready_rx)
+            .await
+            .expect("agent ready within 20 s")
+            .expect("agent ready");
+        self.agent = Some((shutdown, handle));
+    }
+
+    /// Stops the agent (containers keep running, as when the process is restarted).
+    pub async fn stop_agent(&mut self) {
+        if let Some((shutdown, handle)) = self.agent.take() {
+            shutdown.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(10), handle).await;
+        }
+    }
+
+    /// `ctr -n moor containers ls -q`.
+    pub fn containers(&self) -> Vec<String> {
+        self.containerd
+            .ctr("moor", &["containers", "ls", "-q"])
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .filter(|l| !l.is_empty())
+            .collect()
+    }
+
+    /// `ctr -n moor tasks ls` rows (container id, pid, status).
+    pub fn tasks(&self) -> Vec<(String, String)> {
+        self.containerd
+            .ctr("moor", &["tasks", "ls"])
+            .unwrap_or_default()
+            .lines()
+            .skip(1)
+            .filter_map(|l| {
+                let cols: Vec<&str> = l.split_whitespace().collect();
+                Some((cols.first()?.to_string(), cols.get(2)?.to_string()))
+            })
+            .collect()
+    }
+
+    fn network(&self) -> Option<Network> {
+        Network::new(
+            NetworkConfig::new(
+                self.config.pod_cidr.clone(),
+                self.config.data_dir.join("network"),
+            )
+            .with_bridge(self.config.bridge.clone()),
+        )
+        .ok()
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        if let Some((shutdown, handle)) = self.agent.take() {
+            shutdown.cancel();
+            handle.abort();
+        }
+        // Tear pod networks down through the code under test (that removes the plugins'
+        // rules too), on a thread with its own runtime since drop may run inside the test's.
+        if let Some(net) = self.network() {
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .ok()?;
+                rt.block_on(async {
+                    for uid in net.pods().await.ok()? {
+                        let _ = net.teardown(&uid).await;
+                    }
+                    let _ = net.release_netns_dir();
+                    Some(())
+                })
+            })
+            .join();
+        }
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.config.bridge])
+            .output();
+    }
+}
+
+/// Claims a free 10.201.N.0/24: an flock held for the node's life, and no route to that
+/// subnet on the host through another interface.
+fn claim_subnet() -> (u8, Flock<File>) {
+    let start = (std::process::id() as usize + fastrand::usize(..)) % 250;
+    for i in 0..250 {
+        let n = ((start + i) % 250 + 1) as u8;
+        let path = std::env::temp_dir().join(format!("moor-test-agentnet-10.201.{n}.lock"));
+        let Ok(file) = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+        else {
+            continue;
+        };
+        let Ok(lock) = Flock::lock(file, FlockArg::LockExclusiveNonblock) else {
+            continue;
+        };
+        let routes = Command::new("ip")
+            .args([
+                "-4",
+                "route",
+                "show",
+                "to",
+                "match",
+                &format!("10.201.{n}.0/24"),
+            ])
+            .output()
+            .unwrap();
+        let foreign = String::from_utf8_lossy(&routes.stdout)
+            .lines()
+            .any(|l| l.starts_with("10.201.") && !l.contains(&format!("dev mtag{n} ")));
+        if !foreign {
+            return (n, lock);
+        }
+    }
+    panic!("no free 10.201.N.0/24 test subnet");
+}
