@@ -530,3 +530,104 @@ async fn limits_become_cgroup_settings_and_init_containers_run_first() {
     assert_eq!(cgroup("cpu", "cpu.cfs_quota_us"), "50000");
     assert_eq!(cgroup("cpu", "cpu.cfs_period_us"), "100000");
 }
+
+/// `kubectl logs` through the API server's `pods/log` proxy to the agent. Multi-threaded:
+/// kubectl runs synchronously while the in-process server answers it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_logs_with_tail_previous_follow_and_container_choice() {
+    let node = TestNode::start().await;
+    let kubeconfig = node.kubeconfig();
+    let kubectl = |args: &[&str]| -> (bool, String) {
+        let out = std::process::Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(args)
+            .output()
+            .expect("kubectl is installed (scripts/setup)");
+        let text = if out.status.success() {
+            out.stdout
+        } else {
+            out.stderr
+        };
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&text).into_owned(),
+        )
+    };
+    create(&node, pod("done", json!({"restartPolicy": "Never", "containers": [sh("main", "echo one; echo two; echo three")]}))).await;
+    create(
+        &node,
+        pod(
+            "crash",
+            json!({"containers": [sh("main", "echo run; exit 1")]}),
+        ),
+    )
+    .await;
+    create(&node, pod("ticker", json!({"containers": [sh("main", "echo start; while true; do echo tick; sleep 0.2; done"), sh("side", "sleep 3600")]}))).await;
+
+    wait_for(&node, "done", "done Succeeded", |p| phase(p) == "Succeeded").await;
+    assert_eq!(
+        kubectl(&["logs", "done"]),
+        (true, "one\ntwo\nthree\n".into())
+    );
+    assert_eq!(
+        kubectl(&["logs", "done", "--tail", "2"]),
+        (true, "two\nthree\n".into())
+    );
+    let (ok, message) = kubectl(&["logs", "done", "--previous"]);
+    assert!(
+        !ok && message.contains("previous terminated container \"main\" in pod \"done\" not found"),
+        "{message}"
+    );
+
+    wait_for(&node, "crash", "a restart", |p| {
+        status_of(p, "main").is_some_and(|c| c.restart_count >= 1)
+    })
+    .await;
+    assert_eq!(
+        kubectl(&["logs", "crash", "--previous"]),
+        (true, "run\n".into())
+    );
+
+    wait_for(&node, "ticker", "ticker Running", |p| phase(p) == "Running").await;
+    // kubectl itself picks the first container when none is named.
+    let (ok, text) = kubectl(&["logs", "ticker"]);
+    assert!(ok && text.starts_with("start\ntick\n"), "{text}");
+    let (ok, message) = kubectl(&["logs", "ticker", "-c", "nope"]);
+    assert!(
+        !ok && message.contains("container nope is not valid for pod ticker"),
+        "{message}"
+    );
+
+    // --follow streams what the container writes after the request.
+    let mut follow = std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args(["logs", "-f", "ticker", "-c", "main"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = follow.stdout.take().unwrap();
+    let seen = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let mut ticks = 0;
+        while let Some(Ok(line)) = lines.next() {
+            if line == "tick" {
+                ticks += 1;
+                if ticks == 15 {
+                    return ticks;
+                }
+            }
+        }
+        ticks
+    });
+    // 15 ticks take ~3 s at 5 a second: more than the log held when kubectl started.
+    let ticks = tokio::time::timeout(Duration::from_secs(20), seen)
+        .await
+        .expect("ticks keep coming")
+        .unwrap();
+    let _ = follow.kill();
+    let _ = follow.wait();
+    assert_eq!(ticks, 15);
+}

@@ -229,9 +229,10 @@ async fn disk_pressure_threshold() {
             "kubelet has disk pressure".to_owned()
         ))
     );
-    // The default, 10 %, judged on this machine's disk as kubelet would.
+    // The default, judged on this machine's disk.
     let stat = nix::sys::statvfs::statvfs(data.path()).unwrap();
-    let pressure = stat.blocks_available() * 100 < stat.blocks() * 10;
+    let pressure = stat.blocks_available() * 100
+        < stat.blocks() * u64::from(moor::kubelet::node::DEFAULT_DISK_AVAILABLE_MIN_PERCENT);
     let default = NodeAgent::new(client.clone(), config("real", data.path()))
         .register()
         .await

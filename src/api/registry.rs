@@ -14,6 +14,8 @@ pub enum Subresource {
     Scale,
     /// `pods/{name}/binding`: assigns a pod to a node.
     Binding,
+    /// `pods/{name}/log`: the container's output, proxied from its node agent.
+    Log,
 }
 
 impl Subresource {
@@ -23,12 +25,13 @@ impl Subresource {
             Subresource::Status => "status",
             Subresource::Scale => "scale",
             Subresource::Binding => "binding",
+            Subresource::Log => "log",
         }
     }
 
     /// The subresource for a path segment.
     pub fn from_name(name: &str) -> Option<Self> {
-        [Self::Status, Self::Scale, Self::Binding]
+        [Self::Status, Self::Scale, Self::Binding, Self::Log]
             .into_iter()
             .find(|s| s.name() == name)
     }
@@ -143,7 +146,7 @@ pub static RESOURCES: &[ResourceInfo] = &[
         true,
         ["po"],
         ["all"],
-        [Status, Binding]
+        [Status, Binding, Log]
     ),
     resource!(
         "",

@@ -125,6 +125,10 @@ fn subresource_doc(r: &ResourceInfo, sub: Subresource) -> Value {
             "name": name, "singularName": "", "namespaced": r.namespaced, "kind": "Binding",
             "verbs": ["create"],
         }),
+        Subresource::Log => json!({
+            "name": name, "singularName": "", "namespaced": r.namespaced, "kind": "Pod",
+            "verbs": ["get"],
+        }),
     }
 }
 

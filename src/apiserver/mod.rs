@@ -12,6 +12,7 @@
 pub mod cache;
 pub mod discovery;
 pub mod error;
+pub mod logs;
 pub mod openapi;
 pub mod protobuf;
 pub mod reads;
@@ -434,6 +435,7 @@ async fn dispatch(inner: Arc<Inner>, core: bool, req: Request) -> Result<Respons
                     .await?,
             ))
         }
+        (Method::GET, true, Some(Subresource::Log)) => inner.pod_log(&target, &params).await,
         (Method::POST, true, Some(Subresource::Binding)) => {
             let obj = parse_body(&ct, &body, ("v1", "Binding"))?;
             Ok(respond(inner.bind(&target, obj, &params).await?))

@@ -217,3 +217,18 @@ fn claim_subnet() -> (u8, Flock<File>) {
     }
     panic!("no free 10.201.N.0/24 test subnet");
 }
+
+impl TestNode {
+    /// A kubeconfig for the real kubectl, pointing at the test server.
+    pub fn kubeconfig(&self) -> PathBuf {
+        let path = self.dir.path().join("kubeconfig.yaml");
+        let yaml = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {}\n\
+             contexts:\n- name: test\n  context:\n    cluster: test\n    user: test\n\
+             current-context: test\nusers:\n- name: test\n  user: {{}}\n",
+            self.server.url
+        );
+        std::fs::write(&path, yaml).unwrap();
+        path
+    }
+}
