@@ -12,6 +12,8 @@ mod apiserver_support;
 mod containerd_support;
 #[path = "support/image.rs"]
 mod image_support;
+#[path = "support/podnet.rs"]
+mod podnet;
 #[path = "support/wait.rs"]
 #[macro_use]
 mod wait;

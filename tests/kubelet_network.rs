@@ -8,6 +8,9 @@
 //! that goes with it, and removes bridge, namespaces and rules in a drop guard, also when
 //! an assertion fails.
 
+#[path = "support/podnet.rs"]
+mod podnet;
+
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -18,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use moor::kubelet::network::{Network, NetworkConfig, NetworkError, PodNetwork, PortMapping};
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::Flock;
 use nix::mount::{MntFlags, umount2};
 use nix::sched::{CloneFlags, setns};
 
@@ -38,7 +41,7 @@ struct Fixture {
 
 impl Fixture {
     fn new() -> Fixture {
-        let (subnet, claim) = claim_subnet();
+        let (subnet, claim) = podnet::claim_subnet(200, "mtnet");
         let bridge = format!("mtnet{subnet}");
         // A bridge of this name can only be a leftover of a killed run that held the claim.
         let _ = Command::new("ip").args(["link", "del", &bridge]).output();
@@ -129,45 +132,6 @@ impl Drop for Fixture {
             .args(["link", "del", &self.bridge])
             .output();
     }
-}
-
-/// Claims a free 10.200.N.0/24 for this test: an flock held for the test's life, and no
-/// route to that subnet on the host (something else using it).
-fn claim_subnet() -> (u8, Flock<File>) {
-    let start = (std::process::id() as usize + fastrand::usize(..)) % 250;
-    for i in 0..250 {
-        let n = ((start + i) % 250 + 1) as u8;
-        let path = std::env::temp_dir().join(format!("moor-test-podnet-10.200.{n}.lock"));
-        let Ok(file) = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-        else {
-            continue;
-        };
-        let Ok(lock) = Flock::lock(file, FlockArg::LockExclusiveNonblock) else {
-            continue;
-        };
-        let routes = Command::new("ip")
-            .args([
-                "-4",
-                "route",
-                "show",
-                "to",
-                "match",
-                &format!("10.200.{n}.0/24"),
-            ])
-            .output()
-            .unwrap();
-        let foreign = String::from_utf8_lossy(&routes.stdout)
-            .lines()
-            .any(|l| l.starts_with("10.200.") && !l.contains(&format!("dev mtnet{n} ")));
-        if !foreign {
-            return (n, lock);
-        }
-    }
-    panic!("no free 10.200.N.0/24 test subnet");
 }
 
 /// Removes nat rules mentioning `uids` and the per-pod chains they jump to; for when a

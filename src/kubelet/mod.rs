@@ -10,6 +10,7 @@
 pub mod containerd;
 pub mod env;
 pub mod images;
+pub mod logs;
 pub mod network;
 pub mod node;
 pub mod pods;

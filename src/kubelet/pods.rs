@@ -28,6 +28,7 @@ use tokio_util::task::TaskTracker;
 
 use super::env::{self, ApiLookup};
 use super::images::{ImageInfo, ImageStore, RegistryAuth, credentials_for};
+use super::logs;
 use super::network::{Network, PortMapping};
 use super::runtime::{self, Record, RunRequest, Runtime, State, TaskEvent, labels};
 use super::spec::{self, SpecInput};
@@ -43,6 +44,8 @@ const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(600);
 const PULL_BACKOFF_INITIAL: Duration = Duration::from_secs(10);
 /// How often every pod is re-synced even when nothing was signalled.
 const RESYNC: Duration = Duration::from_secs(60);
+/// How often container logs are checked for rotation.
+const LOG_ROTATION_CHECK: Duration = Duration::from_secs(10);
 /// Network or volume set-up that failed is retried this soon.
 const SETUP_RETRY: Duration = Duration::from_secs(2);
 
@@ -1114,6 +1117,23 @@ impl PodManager {
         let mut cleaned = false;
         let mut resync = tokio::time::interval(RESYNC);
         resync.tick().await;
+        let rotation = {
+            let root = self.shared.data_dir.join("logs");
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(LOG_ROTATION_CHECK) => {}
+                    }
+                    let root = root.clone();
+                    let _ = tokio::task::spawn_blocking(move || {
+                        logs::rotate_all(&root, logs::MAX_SIZE, logs::MAX_FILES)
+                    })
+                    .await;
+                }
+            })
+        };
         loop {
             let event = tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -1170,6 +1190,7 @@ impl PodManager {
             }
         }
         events_task.abort();
+        rotation.abort();
         // Workers end on shutdown; nothing is stopped.
         lock(&workers).clear();
         tracker.close();

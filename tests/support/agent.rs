@@ -20,7 +20,7 @@ use moor::kubelet::containerd::Containerd;
 use moor::kubelet::images::ImageStore;
 use moor::kubelet::network::{Network, NetworkConfig};
 use moor::kubelet::{Agent, AgentConfig};
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::Flock;
 use tokio_util::sync::CancellationToken;
 
 use crate::apiserver_support::{Backend, TestServer};
@@ -48,7 +48,7 @@ impl TestNode {
         let archive = crate::image_support::busybox_oci_archive(dir.path(), IMAGE);
         let c = Containerd::connect(&containerd.socket()).await.unwrap();
         ImageStore::new(c).import_archive(&archive).await.unwrap();
-        let (subnet, claim) = claim_subnet();
+        let (subnet, claim) = crate::podnet::claim_subnet(201, "mtag");
         let bridge = format!("mtag{subnet}");
         let _ = Command::new("ip").args(["link", "del", &bridge]).output();
         let mut config = AgentConfig::new("box1", dir.path().join("agent"));
@@ -177,45 +177,6 @@ impl Drop for TestNode {
             .args(["link", "del", &self.config.bridge])
             .output();
     }
-}
-
-/// Claims a free 10.201.N.0/24: an flock held for the node's life, and no route to that
-/// subnet on the host through another interface.
-fn claim_subnet() -> (u8, Flock<File>) {
-    let start = (std::process::id() as usize + fastrand::usize(..)) % 250;
-    for i in 0..250 {
-        let n = ((start + i) % 250 + 1) as u8;
-        let path = std::env::temp_dir().join(format!("moor-test-agentnet-10.201.{n}.lock"));
-        let Ok(file) = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-        else {
-            continue;
-        };
-        let Ok(lock) = Flock::lock(file, FlockArg::LockExclusiveNonblock) else {
-            continue;
-        };
-        let routes = Command::new("ip")
-            .args([
-                "-4",
-                "route",
-                "show",
-                "to",
-                "match",
-                &format!("10.201.{n}.0/24"),
-            ])
-            .output()
-            .unwrap();
-        let foreign = String::from_utf8_lossy(&routes.stdout)
-            .lines()
-            .any(|l| l.starts_with("10.201.") && !l.contains(&format!("dev mtag{n} ")));
-        if !foreign {
-            return (n, lock);
-        }
-    }
-    panic!("no free 10.201.N.0/24 test subnet");
 }
 
 impl TestNode {

@@ -1,0 +1,51 @@
+//! Pod subnets for tests that make real pod networks. Tests run in parallel (under nextest
+//! each in its own process, next to other test binaries), so each claims a /24 of its
+//! range with an flock on a file in the temp dir (released by the kernel even if the
+//! process dies) and uses the bridge named after it.
+
+use std::fs::File;
+use std::process::Command;
+
+use nix::fcntl::{Flock, FlockArg};
+
+/// Claims a free `10.{second}.N.0/24` whose bridge will be `{bridge_prefix}N`: an flock
+/// held as long as the returned lock lives, and no route to that subnet on the host
+/// through any other interface (something else using it).
+pub fn claim_subnet(second: u8, bridge_prefix: &str) -> (u8, Flock<File>) {
+    let start = (std::process::id() as usize + fastrand::usize(..)) % 250;
+    for i in 0..250 {
+        let n = ((start + i) % 250 + 1) as u8;
+        let path = std::env::temp_dir().join(format!("moor-test-podnet-10.{second}.{n}.lock"));
+        let Ok(file) = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+        else {
+            continue;
+        };
+        let Ok(lock) = Flock::lock(file, FlockArg::LockExclusiveNonblock) else {
+            continue;
+        };
+        let routes = Command::new("ip")
+            .args([
+                "-4",
+                "route",
+                "show",
+                "to",
+                "match",
+                &format!("10.{second}.{n}.0/24"),
+            ])
+            .output()
+            .expect("ip (iproute2) is installed");
+        let prefix = format!("10.{second}.");
+        let own = format!("dev {bridge_prefix}{n} ");
+        let foreign = String::from_utf8_lossy(&routes.stdout)
+            .lines()
+            .any(|l| l.starts_with(&prefix) && !l.contains(&own));
+        if !foreign {
+            return (n, lock);
+        }
+    }
+    panic!("no free 10.{second}.N.0/24 test subnet");
+}
