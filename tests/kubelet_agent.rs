@@ -14,6 +14,8 @@ mod containerd_support;
 mod image_support;
 #[path = "support/podnet.rs"]
 mod podnet;
+#[path = "support/registry.rs"]
+mod registry_support;
 #[path = "support/wait.rs"]
 #[macro_use]
 mod wait;
@@ -632,4 +634,114 @@ async fn kubectl_logs_with_tail_previous_follow_and_container_choice() {
     let _ = follow.kill();
     let _ = follow.wait();
     assert_eq!(ticks, 15);
+}
+
+/// Images from a registry that wants credentials: without a pull secret the container
+/// waits in ErrImagePull, then ImagePullBackOff; with the pod's imagePullSecrets it runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_images_pull_with_pull_secrets_and_back_off_without() {
+    let registry = registry_support::RegistryInstance::start_with_basic_auth("moor", "s3cret");
+    registry_support::push_busybox(
+        &registry,
+        "private/busybox",
+        "1",
+        &oci_client::secrets::RegistryAuth::Basic("moor".into(), "s3cret".into()),
+    )
+    .await;
+    let node = TestNode::start().await;
+    let image = format!("{}/private/busybox:1", registry.host());
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+        "metadata": {"name": "regcred"},
+        "type": "kubernetes.io/dockerconfigjson",
+        "stringData": {".dockerconfigjson": format!(
+            r#"{{"auths":{{"{}":{{"username":"moor","password":"s3cret"}}}}}}"#,
+            registry.host()
+        )}
+    }))
+    .unwrap();
+    kube::Api::<k8s_openapi::api::core::v1::Secret>::namespaced(node.client(), "default")
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    create(
+        &node,
+        pod(
+            "anonymous",
+            json!({"restartPolicy": "Never", "containers": [
+        {"name": "main", "image": image, "command": ["true"]}]}),
+        ),
+    )
+    .await;
+    create(
+        &node,
+        pod(
+            "authorized",
+            json!({"restartPolicy": "Never",
+        "imagePullSecrets": [{"name": "regcred"}],
+        "containers": [{"name": "main", "image": image, "command": ["sh", "-c", "echo pulled"]}]}),
+        ),
+    )
+    .await;
+
+    let waiting = |p: &Pod| {
+        status_of(p, "main")
+            .and_then(|c| c.state.as_ref())
+            .and_then(|s| s.waiting.clone())
+    };
+    let p = wait_for(&node, "anonymous", "ErrImagePull", |p| {
+        waiting(p).and_then(|w| w.reason).as_deref() == Some("ErrImagePull")
+    })
+    .await;
+    let message = waiting(&p).unwrap().message.unwrap();
+    assert!(
+        message.starts_with(&format!("Failed to pull image \"{image}\": ")),
+        "{message}"
+    );
+    wait_for(&node, "anonymous", "ImagePullBackOff", |p| {
+        waiting(p).and_then(|w| w.reason).as_deref() == Some("ImagePullBackOff")
+    })
+    .await;
+
+    let p = wait_for(&node, "authorized", "authorized Succeeded", |p| {
+        phase(p) == "Succeeded"
+    })
+    .await;
+    assert_eq!(log_of(&node, &p, "main", 0), "pulled\n");
+    let events =
+        kube::Api::<k8s_openapi::api::core::v1::Event>::namespaced(node.client(), "default")
+            .list(&Default::default())
+            .await
+            .unwrap();
+    let about = |pod: &str| -> Vec<String> {
+        events
+            .items
+            .iter()
+            .filter(|e| e.involved_object.name.as_deref() == Some(pod))
+            .map(|e| {
+                format!(
+                    "{} {}",
+                    e.reason.clone().unwrap_or_default(),
+                    e.message.clone().unwrap_or_default()
+                )
+            })
+            .collect()
+    };
+    let authorized = about("authorized");
+    assert!(
+        authorized
+            .iter()
+            .any(|e| e == &format!("Pulling Pulling image \"{image}\"")),
+        "{authorized:?}"
+    );
+    assert!(
+        authorized
+            .iter()
+            .any(|e| e.starts_with(&format!("Pulled Successfully pulled image \"{image}\" in "))),
+        "{authorized:?}"
+    );
+    let anonymous = about("anonymous");
+    assert!(
+        anonymous.iter().any(|e| e == "Failed Error: ErrImagePull"),
+        "{anonymous:?}"
+    );
 }

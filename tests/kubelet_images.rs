@@ -453,84 +453,10 @@ fn moor_images_import_and_ls() {
     assert!(stderr.contains("bad.tar"), "{stderr}");
 }
 
-/// Pushes the busybox image to `registry` as `repo:tag` through the registry API (with
-/// oci-client), as an index whose first entry is an arm64 manifest and second the amd64
-/// one; returns the index digest.
-async fn push_busybox(
-    registry: &RegistryInstance,
-    repo: &str,
-    tag: &str,
-    auth: &oci_client::secrets::RegistryAuth,
-) -> String {
-    use oci_client::client::{ClientConfig, ClientProtocol};
-    let client = oci_client::Client::new(ClientConfig {
-        protocol: ClientProtocol::Http,
-        ..Default::default()
-    });
-    let reference: oci_client::Reference =
-        format!("{}/{repo}:{tag}", registry.host()).parse().unwrap();
-    client
-        .auth(&reference, auth, oci_client::RegistryOperation::Push)
-        .await
-        .unwrap();
-    let image = busybox();
-    client
-        .push_blob(&reference, image.config.clone(), &image.config_digest)
-        .await
-        .unwrap();
-    client
-        .push_blob(
-            &reference,
-            image.layer_gzip.clone(),
-            &image.layer_gzip_digest,
-        )
-        .await
-        .unwrap();
-    let manifest_type = axum::http::HeaderValue::from_static(image_support::OCI_MANIFEST);
-    // An "arm64" manifest: the same blobs, told apart by an annotation.
-    let mut arm: serde_json::Value = serde_json::from_slice(&image.manifest).unwrap();
-    arm["annotations"] = serde_json::json!({"moor.test/arch": "arm64"});
-    let arm = serde_json::to_vec(&arm).unwrap();
-    let arm_digest = image_support::sha256(&arm);
-    for (bytes, digest) in [
-        (arm.clone(), arm_digest.clone()),
-        (image.manifest.clone(), image.manifest_digest.clone()),
-    ] {
-        client
-            .push_manifest_raw(
-                &reference.clone_with_digest(digest),
-                bytes,
-                manifest_type.clone(),
-            )
-            .await
-            .unwrap();
-    }
-    let index = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": image_support::OCI_INDEX,
-        "manifests": [
-            {"mediaType": image_support::OCI_MANIFEST, "digest": arm_digest, "size": arm.len(),
-             "platform": {"architecture": "arm64", "os": "linux"}},
-            {"mediaType": image_support::OCI_MANIFEST, "digest": image.manifest_digest,
-             "size": image.manifest.len(), "platform": {"architecture": "amd64", "os": "linux"}},
-        ],
-    }))
-    .unwrap();
-    client
-        .push_manifest_raw(
-            &reference,
-            index.clone(),
-            axum::http::HeaderValue::from_static(image_support::OCI_INDEX),
-        )
-        .await
-        .unwrap();
-    image_support::sha256(&index)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pull_from_a_private_registry() {
     let registry = RegistryInstance::start();
-    let index_digest = push_busybox(
+    let index_digest = registry_support::push_busybox(
         &registry,
         "tools/busybox",
         "1",
@@ -609,7 +535,7 @@ async fn pull_from_a_private_registry() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pull_with_basic_auth() {
     let registry = RegistryInstance::start_with_basic_auth("moor", "s3cret");
-    push_busybox(
+    registry_support::push_busybox(
         &registry,
         "private/busybox",
         "1",

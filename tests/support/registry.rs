@@ -113,3 +113,77 @@ impl Drop for RegistryInstance {
         }
     }
 }
+
+/// Pushes the busybox image to `registry` as `repo:tag` through the registry API (with
+/// oci-client), as an index whose first entry is an arm64 manifest and second the amd64
+/// one; returns the index digest.
+pub async fn push_busybox(
+    registry: &RegistryInstance,
+    repo: &str,
+    tag: &str,
+    auth: &oci_client::secrets::RegistryAuth,
+) -> String {
+    use oci_client::client::{ClientConfig, ClientProtocol};
+    let client = oci_client::Client::new(ClientConfig {
+        protocol: ClientProtocol::Http,
+        ..Default::default()
+    });
+    let reference: oci_client::Reference =
+        format!("{}/{repo}:{tag}", registry.host()).parse().unwrap();
+    client
+        .auth(&reference, auth, oci_client::RegistryOperation::Push)
+        .await
+        .unwrap();
+    let image = crate::image_support::busybox();
+    client
+        .push_blob(&reference, image.config.clone(), &image.config_digest)
+        .await
+        .unwrap();
+    client
+        .push_blob(
+            &reference,
+            image.layer_gzip.clone(),
+            &image.layer_gzip_digest,
+        )
+        .await
+        .unwrap();
+    let manifest_type = axum::http::HeaderValue::from_static(crate::image_support::OCI_MANIFEST);
+    // An "arm64" manifest: the same blobs, told apart by an annotation.
+    let mut arm: serde_json::Value = serde_json::from_slice(&image.manifest).unwrap();
+    arm["annotations"] = serde_json::json!({"moor.test/arch": "arm64"});
+    let arm = serde_json::to_vec(&arm).unwrap();
+    let arm_digest = crate::image_support::sha256(&arm);
+    for (bytes, digest) in [
+        (arm.clone(), arm_digest.clone()),
+        (image.manifest.clone(), image.manifest_digest.clone()),
+    ] {
+        client
+            .push_manifest_raw(
+                &reference.clone_with_digest(digest),
+                bytes,
+                manifest_type.clone(),
+            )
+            .await
+            .unwrap();
+    }
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": crate::image_support::OCI_INDEX,
+        "manifests": [
+            {"mediaType": crate::image_support::OCI_MANIFEST, "digest": arm_digest, "size": arm.len(),
+             "platform": {"architecture": "arm64", "os": "linux"}},
+            {"mediaType": crate::image_support::OCI_MANIFEST, "digest": image.manifest_digest,
+             "size": image.manifest.len(), "platform": {"architecture": "amd64", "os": "linux"}},
+        ],
+    }))
+    .unwrap();
+    client
+        .push_manifest_raw(
+            &reference,
+            index.clone(),
+            axum::http::HeaderValue::from_static(crate::image_support::OCI_INDEX),
+        )
+        .await
+        .unwrap();
+    crate::image_support::sha256(&index)
+}
