@@ -745,3 +745,34 @@ async fn private_images_pull_with_pull_secrets_and_back_off_without() {
         "{anonymous:?}"
     );
 }
+
+/// A container over its memory limit is killed by the kernel and reported OOMKilled.
+#[tokio::test]
+async fn a_container_over_its_memory_limit_is_oom_killed() {
+    let node = TestNode::start().await;
+    create(
+        &node,
+        pod(
+            "hog",
+            json!({"restartPolicy": "Never", "containers": [{
+                "name": "main",
+                "image": IMAGE,
+                // tail keeps a line without newline in memory until its end: 200 MiB of zeros.
+                "command": ["sh", "-c", "head -c 209715200 /dev/zero | tail"],
+                "resources": {"limits": {"memory": "32Mi"}}
+            }]}),
+        ),
+    )
+    .await;
+    let p = wait_for(&node, "hog", "hog Failed", |p| phase(p) == "Failed").await;
+    let t = status_of(&p, "main")
+        .unwrap()
+        .state
+        .as_ref()
+        .unwrap()
+        .terminated
+        .clone()
+        .unwrap();
+    assert_eq!(t.reason.as_deref(), Some("OOMKilled"), "{t:?}");
+    assert_eq!(t.exit_code, 137);
+}

@@ -478,7 +478,7 @@ impl PodWorker {
             env,
             mounts,
             netns,
-            cgroups_path: format!("/moor/pod{}/{id}", self.uid),
+            cgroups_path: runtime::cgroups_path(&self.uid, &id),
         }) {
             Ok(s) => s,
             Err(e) => {

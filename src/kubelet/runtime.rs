@@ -368,7 +368,13 @@ impl Runtime {
             container
         } else {
             let code = task.exit_status as i32;
-            let oom = container.labels.contains_key(labels::OOM);
+            // The OOM event may not have been handled yet; the cgroup (still there until
+            // the task is deleted) tells for sure.
+            let oom = container.labels.contains_key(labels::OOM)
+                || container
+                    .labels
+                    .get(labels::POD_UID)
+                    .is_some_and(|uid| oom_killed(&cgroups_path(uid, id)));
             let reason = match (oom, code) {
                 (true, _) => "OOMKilled",
                 (false, 0) => "Completed",
@@ -602,6 +608,36 @@ impl Runtime {
             }
         }))
     }
+}
+
+/// The cgroup of a pod's container, relative to each controller's root.
+pub fn cgroups_path(pod_uid: &str, container_id: &str) -> String {
+    format!("/moor/pod{pod_uid}/{container_id}")
+}
+
+/// Whether the kernel's OOM killer struck in this cgroup (cgroup v1 `memory.oom_control`,
+/// or v2 `memory.events`).
+fn oom_killed(cgroups_path: &str) -> bool {
+    let relative = cgroups_path.trim_start_matches('/');
+    let candidates = [
+        (
+            format!("/sys/fs/cgroup/memory/{relative}/memory.oom_control"),
+            "oom_kill ",
+        ),
+        (
+            format!("/sys/fs/cgroup/{relative}/memory.events"),
+            "oom_kill ",
+        ),
+    ];
+    candidates.iter().any(|(path, key)| {
+        std::fs::read_to_string(path).is_ok_and(|text| {
+            text.lines().any(|line| {
+                line.strip_prefix(key)
+                    .and_then(|n| n.trim().parse::<u64>().ok())
+                    .is_some_and(|n| n > 0)
+            })
+        })
+    })
 }
 
 fn libc_sigkill() -> u32 {
