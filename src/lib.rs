@@ -16,6 +16,9 @@
 //!   that keeps the cluster following them, and the rendering of `moor diff`.
 //! - [`scheduler`]: places pending pods on nodes — watches, an incremental cache, the
 //!   scheduling queue, filter and score plugins, optimistic binding — under leader election.
+//! - [`kubelet`]: the node agent — registers its machine as a Node, keeps its Lease, and
+//!   runs the pods bound to it through containerd (images, OCI specs, CNI pod networks,
+//!   volumes, lifecycle, status, logs).
 //! - [`cli`]: the `moor` command line; one file per subcommand. `src/main.rs` only parses
 //!   arguments and calls into it.
 
