@@ -214,8 +214,10 @@ impl Agent {
             network,
             data_dir: config.data_dir.clone(),
             host_ip,
-            recorder: crate::controllers::events::Recorder::new(self.client.clone(), "kubelet")
-                .with_host(config.node_name.clone()),
+            recorder: Arc::new(
+                crate::controllers::events::Recorder::new(self.client.clone(), "kubelet")
+                    .with_host(config.node_name.clone()),
+            ),
         };
         tracing::info!(node = %config.node_name, pod_cidr = %pod_cidr, kubelet_port = server.port(), containerd = %version, "agent running");
         if let Some(ready) = self.ready {

@@ -59,7 +59,7 @@ pub struct Shared {
     pub network: Option<Arc<Network>>,
     pub data_dir: PathBuf,
     pub host_ip: Option<IpAddr>,
-    pub recorder: Recorder,
+    pub recorder: Arc<Recorder>,
 }
 
 impl Shared {
@@ -81,10 +81,12 @@ impl Shared {
             .join(format!("{attempt}.log"))
     }
 
+    /// Records an event in the background: a pod's start does not wait for its events.
     async fn event(&self, pod: &Pod, kind: EventType, reason: &str, message: &str) {
-        self.recorder
-            .publish(&reference(pod), kind, reason, message)
-            .await;
+        let recorder = self.recorder.clone();
+        let object = reference(pod);
+        let (reason, message) = (reason.to_owned(), message.to_owned());
+        tokio::spawn(async move { recorder.publish(&object, kind, &reason, &message).await });
     }
 }
 
