@@ -776,3 +776,36 @@ async fn a_container_over_its_memory_limit_is_oom_killed() {
     assert_eq!(t.reason.as_deref(), Some("OOMKilled"), "{t:?}");
     assert_eq!(t.exit_code, 137);
 }
+
+/// A hostNetwork pod runs in the host's network namespace: no pod network is made and its
+/// IP is the node's.
+#[tokio::test]
+async fn host_network_pods_share_the_hosts_network() {
+    let node = TestNode::start().await;
+    let host_netns = std::fs::read_link("/proc/self/ns/net").unwrap();
+    create(
+        &node,
+        pod(
+            "hostnet",
+            json!({"hostNetwork": true, "restartPolicy": "Never",
+                   "containers": [sh("main", "readlink /proc/self/ns/net")]}),
+        ),
+    )
+    .await;
+    let p = wait_for(&node, "hostnet", "hostnet Succeeded", |p| {
+        phase(p) == "Succeeded"
+    })
+    .await;
+    assert_eq!(
+        p.status.as_ref().unwrap().pod_ip.as_deref(),
+        Some("127.0.0.1")
+    );
+    assert_eq!(
+        log_of(&node, &p, "main", 0).trim(),
+        host_netns.to_str().unwrap(),
+        "the host's network namespace"
+    );
+    let netns = node.data_dir().join("network").join("netns");
+    let made = std::fs::read_dir(&netns).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(made, 0, "no pod network namespace for a hostNetwork pod");
+}
