@@ -87,6 +87,15 @@ async fn wait_for(node: &TestNode, name: &str, what: &str, check: impl Fn(&Pod) 
     })
 }
 
+/// Waits until a container's log file holds `expected`: the shim copies output to the
+/// file on its own schedule, so it may trail the exit that ends the container.
+async fn wait_log(node: &TestNode, pod: &Pod, container: &str, attempt: u32, expected: &str) {
+    eventually_ok!(format!("{container}'s log to be {expected:?}"), within Duration::from_secs(5), {
+        let log = log_of(node, pod, container, attempt);
+        if log == expected { Ok(()) } else { Err(log) }
+    });
+}
+
 fn log_of(node: &TestNode, pod: &Pod, container: &str, attempt: u32) -> String {
     let meta = &pod.metadata;
     let path = node
@@ -120,7 +129,7 @@ async fn containers_run_to_completion_with_their_exit_codes() {
     assert_eq!(t.exit_code, 0);
     assert_eq!(t.reason.as_deref(), Some("Completed"));
     assert!(t.started_at.is_some() && t.finished_at.is_some());
-    assert_eq!(log_of(&node, &ok, "main", 0), "hello from busybox\n");
+    wait_log(&node, &ok, "main", 0, "hello from busybox\n").await;
     assert_eq!(condition(&ok, "Ready"), "False");
 
     let bad = wait_for(&node, "bad", "pod bad Failed", |p| phase(p) == "Failed").await;
@@ -129,7 +138,7 @@ async fn containers_run_to_completion_with_their_exit_codes() {
     assert_eq!(t.exit_code, 3);
     assert_eq!(t.reason.as_deref(), Some("Error"));
     assert_eq!(cs.restart_count, 0);
-    assert_eq!(log_of(&node, &bad, "main", 0), "failing\n");
+    wait_log(&node, &bad, "main", 0, "failing\n").await;
     assert!(
         cs.container_id
             .as_deref()
@@ -569,7 +578,8 @@ async fn kubectl_logs_with_tail_previous_follow_and_container_choice() {
     .await;
     create(&node, pod("ticker", json!({"containers": [sh("main", "echo start; while true; do echo tick; sleep 0.2; done"), sh("side", "sleep 3600")]}))).await;
 
-    wait_for(&node, "done", "done Succeeded", |p| phase(p) == "Succeeded").await;
+    let done = wait_for(&node, "done", "done Succeeded", |p| phase(p) == "Succeeded").await;
+    wait_log(&node, &done, "main", 0, "one\ntwo\nthree\n").await;
     assert_eq!(
         kubectl(&["logs", "done"]),
         (true, "one\ntwo\nthree\n".into())
@@ -706,7 +716,7 @@ async fn private_images_pull_with_pull_secrets_and_back_off_without() {
         phase(p) == "Succeeded"
     })
     .await;
-    assert_eq!(log_of(&node, &p, "main", 0), "pulled\n");
+    wait_log(&node, &p, "main", 0, "pulled\n").await;
     let events =
         kube::Api::<k8s_openapi::api::core::v1::Event>::namespaced(node.client(), "default")
             .list(&Default::default())
@@ -800,12 +810,105 @@ async fn host_network_pods_share_the_hosts_network() {
         p.status.as_ref().unwrap().pod_ip.as_deref(),
         Some("127.0.0.1")
     );
-    assert_eq!(
-        log_of(&node, &p, "main", 0).trim(),
-        host_netns.to_str().unwrap(),
-        "the host's network namespace"
-    );
+    // The host's network namespace.
+    wait_log(
+        &node,
+        &p,
+        "main",
+        0,
+        &format!("{}\n", host_netns.to_str().unwrap()),
+    )
+    .await;
     let netns = node.data_dir().join("network").join("netns");
     let made = std::fs::read_dir(&netns).map(|d| d.count()).unwrap_or(0);
     assert_eq!(made, 0, "no pod network namespace for a hostNetwork pod");
+}
+
+/// Probes drive readiness and restarts: a readiness probe gates Ready until a file exists;
+/// a failing liveness probe restarts the container (Unhealthy and Killing events); a
+/// startup probe holds the others back until it passes; preStop runs before SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_gate_readiness_and_restart_unhealthy_containers() {
+    let node = TestNode::start().await;
+    create(
+        &node,
+        pod(
+            "probed",
+            json!({"containers": [{
+                "name": "main",
+                "image": IMAGE,
+                "command": ["sh", "-c", "mkdir -p /www; echo ok > /www/index.html; (sleep 2; touch /tmp/ready) & exec httpd -f -p 8080 -h /www"],
+                "readinessProbe": {"exec": {"command": ["test", "-f", "/tmp/ready"]}, "periodSeconds": 1},
+                "livenessProbe": {"httpGet": {"path": "/index.html", "port": 8080}, "periodSeconds": 1},
+                "startupProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1}
+            }]}),
+        ),
+    )
+    .await;
+    let p = wait_for(&node, "probed", "Running but not ready", |p| {
+        phase(p) == "Running" && status_of(p, "main").is_some_and(|c| c.started == Some(true))
+    })
+    .await;
+    assert_eq!(
+        condition(&p, "Ready"),
+        "False",
+        "not ready before /tmp/ready exists"
+    );
+    let p = wait_for(&node, "probed", "Ready", |p| {
+        condition(p, "Ready") == "True"
+    })
+    .await;
+    assert_eq!(status_of(&p, "main").unwrap().restart_count, 0);
+
+    create(
+        &node,
+        pod(
+            "unhealthy",
+            json!({"terminationGracePeriodSeconds": 2, "containers": [{
+                "name": "main",
+                "image": IMAGE,
+                "command": ["sh", "-c", "touch /tmp/alive; while true; do sleep 0.1; done"],
+                "livenessProbe": {"exec": {"command": ["sh", "-c", "test -f /tmp/alive && rm /tmp/alive"]},
+                                  "periodSeconds": 1, "failureThreshold": 2},
+                "lifecycle": {"preStop": {"exec": {"command": ["sh", "-c", "echo prestop > /proc/1/fd/1"]}}}
+            }]}),
+        ),
+    )
+    .await;
+    // The first run removes the file; the next two fail: restart.
+    let p = wait_for(&node, "unhealthy", "a restart after failed liveness", |p| {
+        status_of(p, "main").is_some_and(|c| c.restart_count >= 1)
+    })
+    .await;
+    // preStop ran before the stop.
+    wait_log(&node, &p, "main", 0, "prestop\n").await;
+    let events =
+        kube::Api::<k8s_openapi::api::core::v1::Event>::namespaced(node.client(), "default")
+            .list(&Default::default())
+            .await
+            .unwrap();
+    let messages: Vec<String> = events
+        .items
+        .iter()
+        .filter(|e| e.involved_object.name.as_deref() == Some("unhealthy"))
+        .map(|e| {
+            format!(
+                "{} {}",
+                e.reason.clone().unwrap_or_default(),
+                e.message.clone().unwrap_or_default()
+            )
+        })
+        .collect();
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.starts_with("Unhealthy Liveness probe failed: ")),
+        "{messages:?}"
+    );
+    assert!(
+        messages
+            .iter()
+            .any(|m| m == "Killing Container main failed liveness probe, will be restarted"),
+        "{messages:?}"
+    );
 }

@@ -27,9 +27,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::env::{self, ApiLookup};
+use super::exec;
 use super::images::{ImageInfo, ImageStore, RegistryAuth, credentials_for};
 use super::logs;
 use super::network::{Network, PortMapping};
+use super::probes::{self, ProbeKind, ProbeResult, ProbeState, ProbeTarget, Transition};
 use super::runtime::{self, Record, RunRequest, Runtime, State, TaskEvent, labels};
 use super::spec::{self, SpecInput};
 use super::status::{self, Observed};
@@ -109,6 +111,8 @@ pub struct PodWorker {
     stopping: HashMap<String, Instant>,
     network_ips: Option<Vec<IpAddr>>,
     last_status: Option<serde_json::Value>,
+    /// Per container name: the running container's ID and its probes.
+    probes: HashMap<String, (String, ContainerProbes)>,
 }
 
 /// What a sync asks for next.
@@ -130,6 +134,7 @@ impl PodWorker {
             stopping: HashMap::new(),
             network_ips: None,
             last_status: None,
+            probes: HashMap::new(),
         }
     }
 
@@ -366,8 +371,148 @@ impl PodWorker {
             .await
             .unwrap_or_default();
         let (by_name, _) = split_attempts(records);
+        if let Some(at) = self.run_probes(pod, &by_name).await {
+            next = next.min(at);
+        }
         self.write_status(pod, by_name, false).await;
         Next::At(next)
+    }
+
+    /// Runs the probes that are due of every running app container and acts on their
+    /// verdicts: readiness feeds the Ready condition, a failed liveness or startup probe
+    /// stops the container (its restart policy then restarts it). Returns when the next
+    /// probe is due. Probes start afresh with each new container, as kubelet's do.
+    async fn run_probes(&mut self, pod: &Pod, by_name: &Attempts) -> Option<Instant> {
+        let spec = pod.spec.clone().unwrap_or_default();
+        let running: HashMap<&str, &Record> = by_name
+            .values()
+            .filter(|(r, _)| matches!(r.state, State::Running { .. }) && !r.init)
+            .map(|(r, _)| (r.name.as_str(), r))
+            .collect();
+        // Probes of containers that are gone or replaced go with them.
+        self.probes
+            .retain(|name, (id, _)| running.get(name.as_str()).is_some_and(|r| r.id == *id));
+        let now = Instant::now();
+        let mut soonest: Option<Instant> = None;
+        let pod_ip = self
+            .network_ips
+            .as_ref()
+            .and_then(|ips| ips.first().copied());
+        for c in &spec.containers {
+            let Some(record) = running.get(c.name.as_str()) else {
+                continue;
+            };
+            if self.stopping.contains_key(&record.id) {
+                continue;
+            }
+            let (_, probes) = self.probes.entry(c.name.clone()).or_insert_with(|| {
+                // An adopted container's probes count from when it started.
+                let started = record
+                    .started_at
+                    .and_then(|t| Timestamp::now().duration_since(t).try_into().ok())
+                    .and_then(|age: Duration| now.checked_sub(age))
+                    .unwrap_or(now);
+                (record.id.clone(), ContainerProbes::new(c, started))
+            });
+            let mut failed: Option<(ProbeKind, String)> = None;
+            for kind in [
+                ProbeKind::Startup,
+                ProbeKind::Liveness,
+                ProbeKind::Readiness,
+            ] {
+                // Liveness and readiness wait until the startup probe has passed.
+                if kind != ProbeKind::Startup && !probes.started() {
+                    continue;
+                }
+                let Some((definition, state)) = probes.get(c, kind) else {
+                    continue;
+                };
+                if !state.is_due(Instant::now()) {
+                    if let Some(at) = state.due(Instant::now()) {
+                        soonest = Some(soonest.map_or(at, |s| s.min(at)));
+                    }
+                    continue;
+                }
+                let target = ProbeTarget {
+                    containerd: self.shared.runtime.containerd(),
+                    container_id: &record.id,
+                    pod_ip,
+                    host_ip: self.shared.host_ip,
+                    container: c,
+                };
+                let result = probes::probe(&definition, &target).await;
+                match &result {
+                    ProbeResult::Failure(message) => {
+                        self.shared
+                            .event(
+                                pod,
+                                EventType::Warning,
+                                "Unhealthy",
+                                &format!("{kind} probe failed: {message}"),
+                            )
+                            .await;
+                    }
+                    ProbeResult::Warning(message) => {
+                        self.shared
+                            .event(
+                                pod,
+                                EventType::Warning,
+                                "ProbeWarning",
+                                &format!("{kind} probe warning: {message}"),
+                            )
+                            .await;
+                    }
+                    ProbeResult::Unknown(message) => {
+                        tracing::debug!(pod = %name_of(pod), container = %c.name, %kind, %message, "probe errored");
+                    }
+                    ProbeResult::Success => {}
+                }
+                let Some(state) = probes.get_mut(kind) else {
+                    continue;
+                };
+                let transition = state.record(result, Instant::now());
+                if let (
+                    Some(Transition::Failed(message)),
+                    ProbeKind::Liveness | ProbeKind::Startup,
+                ) = (transition, kind)
+                {
+                    failed = Some((kind, message));
+                    break;
+                }
+                if let Some(at) = state.due(Instant::now()) {
+                    soonest = Some(soonest.map_or(at, |s| s.min(at)));
+                }
+            }
+            if let Some((kind, _)) = failed {
+                let what = if kind == ProbeKind::Liveness {
+                    "liveness"
+                } else {
+                    "startup"
+                };
+                self.shared
+                    .event(
+                        pod,
+                        EventType::Normal,
+                        "Killing",
+                        &format!(
+                            "Container {} failed {what} probe, will be restarted",
+                            c.name
+                        ),
+                    )
+                    .await;
+                let grace = c
+                    .liveness_probe
+                    .as_ref()
+                    .filter(|_| kind == ProbeKind::Liveness)
+                    .or(c.startup_probe.as_ref())
+                    .and_then(|p| p.termination_grace_period_seconds)
+                    .unwrap_or_else(|| grace_period(pod));
+                let record = (*record).clone();
+                self.signal_stop(pod, &record, grace).await;
+                soonest = Some(Instant::now() + Duration::from_millis(200));
+            }
+        }
+        soonest
     }
 
     /// Groups records by container name into (latest, previous) and removes older attempts.
@@ -842,6 +987,39 @@ impl PodWorker {
                 &format!("Stopping container {}", r.name),
             )
             .await;
+        self.signal_stop(pod, r, grace_seconds).await;
+    }
+
+    /// Stops a container within `grace_seconds`: its preStop hook (if any), then SIGTERM
+    /// (SIGKILL at once for no grace), and SIGKILL when the grace period is over
+    /// ([`PodWorker::kill_overdue`]).
+    async fn signal_stop(&mut self, pod: &Pod, r: &Record, grace_seconds: i64) {
+        let deadline = Instant::now() + Duration::from_secs(grace_seconds.max(0) as u64);
+        self.stopping.insert(r.id.clone(), deadline);
+        let container = pod.spec.as_ref().and_then(|s| {
+            s.containers
+                .iter()
+                .chain(s.init_containers.iter().flatten())
+                .find(|c| c.name == r.name)
+        });
+        if let Some(hook) = container
+            .and_then(|c| c.lifecycle.as_ref())
+            .and_then(|l| l.pre_stop.as_ref())
+            .filter(|_| grace_seconds > 0)
+            && let Some(c) = container
+        {
+            let budget = deadline.saturating_duration_since(Instant::now());
+            if let Err(message) = self.run_hook(hook, r, c, budget).await {
+                self.shared
+                    .event(
+                        pod,
+                        EventType::Warning,
+                        "FailedPreStopHook",
+                        &format!("PreStopHook failed: {message}"),
+                    )
+                    .await;
+            }
+        }
         let signal = if grace_seconds == 0 {
             nix::sys::signal::Signal::SIGKILL
         } else {
@@ -850,8 +1028,55 @@ impl PodWorker {
         if let Err(e) = self.shared.runtime.kill(&r.id, signal as u32).await {
             tracing::warn!(container = %r.id, error = %e, "stopping a container");
         }
-        let deadline = Instant::now() + Duration::from_secs(grace_seconds.max(0) as u64);
-        self.stopping.insert(r.id.clone(), deadline);
+    }
+
+    /// Runs a lifecycle hook (exec, httpGet, tcpSocket or sleep) within `budget`.
+    async fn run_hook(
+        &self,
+        hook: &k8s_openapi::api::core::v1::LifecycleHandler,
+        r: &Record,
+        c: &Container,
+        budget: Duration,
+    ) -> Result<(), String> {
+        if let Some(sleep) = &hook.sleep {
+            let wanted = Duration::from_secs(sleep.seconds.max(0) as u64);
+            tokio::time::sleep(wanted.min(budget)).await;
+            return Ok(());
+        }
+        if let Some(action) = &hook.exec {
+            let argv = action.command.clone().unwrap_or_default();
+            return match exec::exec(self.shared.runtime.containerd(), &r.id, &argv, budget).await {
+                Ok(out) if out.exit_code == 0 => Ok(()),
+                Ok(out) => Err(format!(
+                    "command {:?} exited with {}: {}",
+                    argv.join(" "),
+                    out.exit_code,
+                    String::from_utf8_lossy(&out.output).trim_end()
+                )),
+                Err(e) => Err(e.to_string()),
+            };
+        }
+        // httpGet and tcpSocket handlers behave as the probes of the same kind.
+        let probe = k8s_openapi::api::core::v1::Probe {
+            http_get: hook.http_get.clone(),
+            tcp_socket: hook.tcp_socket.clone(),
+            timeout_seconds: Some(budget.as_secs().clamp(1, i32::MAX as u64) as i32),
+            ..Default::default()
+        };
+        let target = ProbeTarget {
+            containerd: self.shared.runtime.containerd(),
+            container_id: &r.id,
+            pod_ip: self
+                .network_ips
+                .as_ref()
+                .and_then(|ips| ips.first().copied()),
+            host_ip: self.shared.host_ip,
+            container: c,
+        };
+        match probes::probe(&probe, &target).await {
+            ProbeResult::Success | ProbeResult::Warning(_) => Ok(()),
+            ProbeResult::Failure(m) | ProbeResult::Unknown(m) => Err(m),
+        }
     }
 
     /// SIGKILL for containers past their deadline; the soonest pending deadline.
@@ -894,8 +1119,16 @@ impl PodWorker {
         let observed = Observed {
             records,
             waiting: self.waiting.clone(),
-            probe_ready: HashMap::new(),
-            started: HashMap::new(),
+            probe_ready: self
+                .probes
+                .iter()
+                .map(|(name, (_, p))| (name.clone(), p.ready()))
+                .collect(),
+            started: self
+                .probes
+                .iter()
+                .map(|(name, (_, p))| (name.clone(), p.started()))
+                .collect(),
             network_ready: self.network_ips.is_some(),
             pod_ips: self.network_ips.clone().unwrap_or_default(),
             host_ip: self.shared.host_ip,
@@ -942,6 +1175,64 @@ impl PodWorker {
             Err(kube::Error::Api(s)) if s.code == 404 => {}
             Err(e) => tracing::warn!(pod = %name_of(pod), error = %e, "writing pod status"),
         }
+    }
+}
+
+/// The probe states of one running container.
+struct ContainerProbes {
+    liveness: Option<ProbeState>,
+    readiness: Option<ProbeState>,
+    startup: Option<ProbeState>,
+}
+
+impl ContainerProbes {
+    fn new(c: &Container, started: Instant) -> Self {
+        ContainerProbes {
+            liveness: c
+                .liveness_probe
+                .as_ref()
+                .map(|p| ProbeState::new(p, ProbeKind::Liveness, started)),
+            readiness: c
+                .readiness_probe
+                .as_ref()
+                .map(|p| ProbeState::new(p, ProbeKind::Readiness, started)),
+            startup: c
+                .startup_probe
+                .as_ref()
+                .map(|p| ProbeState::new(p, ProbeKind::Startup, started)),
+        }
+    }
+
+    /// Whether the container counts as started: no startup probe, or it passed.
+    fn started(&self) -> bool {
+        self.startup.as_ref().is_none_or(ProbeState::verdict)
+    }
+
+    /// Ready as far as probes tell: started, and the readiness probe (if any) passed.
+    fn ready(&self) -> bool {
+        self.started() && self.readiness.as_ref().is_none_or(ProbeState::verdict)
+    }
+
+    fn get_mut(&mut self, kind: ProbeKind) -> Option<&mut ProbeState> {
+        match kind {
+            ProbeKind::Liveness => self.liveness.as_mut(),
+            ProbeKind::Readiness => self.readiness.as_mut(),
+            ProbeKind::Startup => self.startup.as_mut(),
+        }
+    }
+
+    /// The probe's definition and state.
+    fn get(
+        &self,
+        c: &Container,
+        kind: ProbeKind,
+    ) -> Option<(k8s_openapi::api::core::v1::Probe, &ProbeState)> {
+        let (definition, state) = match kind {
+            ProbeKind::Liveness => (c.liveness_probe.as_ref(), self.liveness.as_ref()),
+            ProbeKind::Readiness => (c.readiness_probe.as_ref(), self.readiness.as_ref()),
+            ProbeKind::Startup => (c.startup_probe.as_ref(), self.startup.as_ref()),
+        };
+        Some((definition?.clone(), state?))
     }
 }
 
