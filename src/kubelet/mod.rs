@@ -9,11 +9,13 @@
 
 pub mod containerd;
 pub mod env;
+pub mod exec;
 pub mod images;
 pub mod logs;
 pub mod network;
 pub mod node;
 pub mod pods;
+pub mod probes;
 pub mod runtime;
 pub mod server;
 pub mod spec;
