@@ -219,7 +219,14 @@ async fn kubectl_runs_a_deployment_on_a_moor_agent() {
             "jsonpath={.status.readyReplicas}",
         ])
         .unwrap_or_else(|e| e);
-        if ready == "2" { Ok(()) } else { Err(ready) }
+        if ready == "2" {
+            Ok(())
+        } else {
+            // What a person would look at next.
+            let pods = k(&["get", "pods", "-o", "wide"]).unwrap_or_else(|e| e);
+            let events = k(&["get", "events"]).unwrap_or_else(|e| e);
+            Err(format!("ready {ready:?}\n{pods}\n{events}"))
+        }
     });
     let wide = k(&["get", "pods", "-l", "app=web", "-o", "wide", "--no-headers"]).unwrap();
     let rows: Vec<Vec<&str>> = wide

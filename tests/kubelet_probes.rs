@@ -4,6 +4,8 @@
 //! killed; and the three probe kinds with kubelet's verdicts and messages — exec (exit
 //! status, output, timeout), httpGet (200, a followed redirect, 404, a refused
 //! connection, named ports) against busybox's httpd, tcpSocket (open and closed ports).
+//! Exec output goes through FIFOs: a regression test guards the lost-stderr race of
+//! containerd's `file://` IO.
 //! Containers run in the host's network (no CNI), so the pod IP is 127.0.0.1.
 
 #[path = "support/containerd.rs"]
@@ -95,6 +97,7 @@ impl Fixture {
                 chain_id: &self.image.chain_id,
                 spec: &spec,
                 log_path: &log_path,
+                log_driver: std::path::Path::new(env!("CARGO_BIN_EXE_moor")),
             })
             .await
             .unwrap();
@@ -202,16 +205,11 @@ async fn exec_runs_in_the_container_as_its_process_and_reports_exit_and_output()
     .await
     .unwrap();
     assert_eq!(out.exit_code, 3);
-    let text = String::from_utf8(out.output).unwrap();
-    let lines: Vec<&str> = text.lines().collect();
-    // stdout and stderr are copied by the shim side by side: their order is not kept.
-    for expected in ["out", "err", "hello", "/tmp", "1234"] {
-        assert!(
-            lines.contains(&expected),
-            "{expected:?} missing in {text:?}"
-        );
-    }
-    assert_eq!(lines.len(), 5, "{text:?}");
+    // kubelet's order: all of stdout, then all of stderr.
+    assert_eq!(
+        String::from_utf8(out.output).unwrap(),
+        "out\nhello\n/tmp\n1234\nerr\n"
+    );
 
     let out = exec::exec(&f.client, &id, &argv(&["true"]), t)
         .await
@@ -396,13 +394,16 @@ async fn http_and_tcp_probes_against_busybox_httpd() {
     );
 }
 
+/// A command that fails at once with a message on stderr only (what a failing exec probe
+/// typically is) keeps its message every time. Through containerd's `file://` IO about one
+/// run in thirteen lost it (see `exec`'s module docs); fifty runs catch that nearly always.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn zz_stress_exec_output() {
+async fn fast_commands_writing_only_stderr_keep_their_output() {
+    let _turn = EXEC_LOCK.lock().await;
     let f = Fixture::start().await;
-    let c = container(json!({"name": "stress", "image": "busybox", "command": ["sleep", "3600"]}));
+    let c = container(json!({"name": "fast", "image": "busybox", "command": ["sleep", "3600"]}));
     let id = f.run(&c, &[]).await;
-    let mut empty = 0;
-    for i in 0..200 {
+    for run in 0..50 {
         let out = exec::exec(
             &f.client,
             &id,
@@ -411,11 +412,11 @@ async fn zz_stress_exec_output() {
         )
         .await
         .unwrap();
-        if out.output.is_empty() {
-            empty += 1;
-            eprintln!("run {i}: empty, exit {}", out.exit_code);
-        }
+        assert_eq!(
+            (out.exit_code, String::from_utf8_lossy(&out.output).as_ref()),
+            (1, "cat: can't open '/nope': No such file or directory\n"),
+            "run {run}"
+        );
     }
-    eprintln!("empty: {empty}/200");
-    assert_eq!(empty, 0);
+    f.runtime.remove(&id).await.unwrap();
 }

@@ -53,10 +53,18 @@ pub enum Command {
     /// Run the node agent: register this machine as a Node and run its pods through
     /// containerd.
     Agent(agent::AgentArgs),
+    /// (internal) Write a container's output to FILE: run by containerd's shim as the
+    /// container's logging process.
+    #[command(hide = true)]
+    ContainerLog { file: PathBuf },
 }
 
 /// Run a parsed command line; the returned code is the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Command::ContainerLog { file } = cli.command {
+        // Before tracing and the async runtime: this process only copies bytes.
+        crate::kubelet::logs::run_driver(file);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log)?)
         .with_writer(std::io::stderr)
@@ -74,6 +82,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Scheduler(args) => scheduler::run(args).await,
             Command::Images(args) => images::run(args).await,
             Command::Agent(args) => agent::run(args).await,
+            Command::ContainerLog { .. } => {
+                anyhow::bail!("container-log runs before the async runtime starts")
+            }
         }
     })
 }

@@ -3,7 +3,9 @@
 //! docker, ctr's `default` — is ever seen or touched). Owns nothing else: the services are
 //! used by `images`, `runtime` and the pod sync.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use containerd_client::services::v1::containers_client::ContainersClient;
 use containerd_client::services::v1::content_client::ContentClient;
@@ -14,6 +16,10 @@ use containerd_client::services::v1::leases_client::LeasesClient;
 use containerd_client::services::v1::snapshots::snapshots_client::SnapshotsClient;
 use containerd_client::services::v1::tasks_client::TasksClient;
 use containerd_client::services::v1::version_client::VersionClient;
+use containerd_client::services::v1::{
+    AddResourceRequest, CreateRequest as CreateLeaseRequest, DeleteRequest as DeleteLeaseRequest,
+    Resource,
+};
 use containerd_client::tonic::transport::Channel;
 use containerd_client::tonic::{self, Request};
 
@@ -156,5 +162,84 @@ impl Containerd {
 
     pub fn leases(&self) -> LeasesClient<Channel> {
         LeasesClient::new(self.channel.clone())
+    }
+}
+
+/// A lease lives at most this long if moor dies before deleting it.
+const LEASE_EXPIRY: Duration = Duration::from_secs(3600);
+
+/// A containerd lease: content and snapshots created by requests made through
+/// [`Lease::request`] are held until the lease is deleted (or expires, if moor dies), so
+/// containerd's garbage collector cannot take them before something references them.
+pub struct Lease {
+    containerd: Containerd,
+    id: String,
+}
+
+impl Lease {
+    pub async fn create(containerd: &Containerd) -> Result<Self, ContainerdError> {
+        let id = format!("moor-{}", uuid::Uuid::new_v4().simple());
+        let expire = jiff::Timestamp::try_from(SystemTime::now() + LEASE_EXPIRY)
+            .map(|t| t.to_string())
+            .unwrap_or_default();
+        let labels = HashMap::from([("containerd.io/gc.expire".to_owned(), expire)]);
+        containerd
+            .leases()
+            .create(containerd.request(CreateLeaseRequest {
+                id: id.clone(),
+                labels,
+            }))
+            .await
+            .map_err(|status| ContainerdError::call("creating a lease", status))?;
+        Ok(Lease {
+            containerd: containerd.clone(),
+            id,
+        })
+    }
+
+    /// A namespaced request carrying this lease.
+    pub fn request<T>(&self, message: T) -> Request<T> {
+        let mut request = self.containerd.request(message);
+        if let Ok(value) = self.id.parse() {
+            request.metadata_mut().insert("containerd-lease", value);
+        }
+        request
+    }
+
+    pub fn containerd(&self) -> &Containerd {
+        &self.containerd
+    }
+
+    /// Puts an existing resource (`content` digest, `snapshots/overlayfs` key) under the
+    /// lease.
+    pub async fn hold(&self, kind: &str, id: &str) -> Result<(), ContainerdError> {
+        self.containerd
+            .leases()
+            .add_resource(self.containerd.request(AddResourceRequest {
+                id: self.id.clone(),
+                resource: Some(Resource {
+                    id: id.to_owned(),
+                    r#type: kind.to_owned(),
+                }),
+            }))
+            .await
+            .map_err(|status| ContainerdError::call(format!("leasing {kind} {id}"), status))?;
+        Ok(())
+    }
+
+    /// Deletes the lease: what it held now lives only as long as something references it.
+    pub async fn release(self) {
+        let result = self
+            .containerd
+            .leases()
+            .delete(self.containerd.request(DeleteLeaseRequest {
+                id: self.id.clone(),
+                sync: false,
+            }))
+            .await;
+        if let Err(status) = result {
+            // Harmless: the lease expires by itself.
+            tracing::warn!(lease = %self.id, %status, "cannot delete containerd lease");
+        }
     }
 }

@@ -18,14 +18,13 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use nix::sys::stat::Mode;
-use tokio::net::unix::pipe;
-
 use containerd_client::services::v1::{
     DeleteProcessRequest, ExecProcessRequest, GetContainerRequest, KillRequest, StartRequest,
     WaitRequest,
 };
 use containerd_client::tonic::Code;
+use nix::sys::stat::Mode;
+use tokio::net::unix::pipe;
 
 use super::containerd::{Containerd, ContainerdError};
 
@@ -36,10 +35,9 @@ pub const MAX_OUTPUT: usize = 10 * 1024;
 /// containerd's type URL for an OCI process spec in an Exec request.
 const PROCESS_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Process";
 
-/// How long the clean-up may take: waiting for a killed process, deleting it (the shim
-/// waits up to 2 s for its copies), reading what the shim still forwards. A child the
-/// command left behind holding its output open keeps those going; the caller is not kept
-/// waiting for it.
+/// How long each clean-up step may take: waiting for a killed process, deleting it (the
+/// shim waits up to 2 s for its copies first). A child the command left behind holding
+/// its output open keeps those going; the caller is not kept waiting for it.
 const CLEANUP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why a command could not be run, or did not finish.
@@ -94,7 +92,9 @@ pub struct ExecOutput {
 }
 
 /// Runs `argv` in the running container `container_id` and waits at most `timeout` for it
-/// to exit. The exec process is deleted afterwards in every case.
+/// to exit and its output to end (as CRI's ExecSync, a background child that keeps the
+/// output open counts as still running). The exec process is deleted afterwards in every
+/// case.
 pub async fn exec(
     containerd: &Containerd,
     container_id: &str,

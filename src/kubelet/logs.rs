@@ -1,12 +1,16 @@
 //! Container log files: `<data dir>/logs/<namespace>_<pod>_<uid>/<container>/<attempt>.log`,
-//! appended to by containerd's shims, and their rotation by size (kubelet's
+//! written by the logging process containerd's shim starts for each container (the `moor`
+//! binary itself, `moor container-log FILE`, through the shim's `binary://` protocol), and
+//! their rotation by size (kubelet's
 //! containerLogMaxSize 10 MiB, containerLogMaxFiles 5). A file over the limit is copied to
 //! `<attempt>.log.<UTC time>` and truncated in place: the shim holds it open with
 //! O_APPEND, so it keeps writing at the new end, and the oldest copies beyond the limit
 //! are removed. Lines written between the copy and the truncation can be lost; kubelet's
 //! own copy-truncate for CRI logs has the same window.
 
-use std::path::Path;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 /// Rotate a file above this size.
 pub const MAX_SIZE: u64 = 10 * 1024 * 1024;
@@ -73,10 +77,139 @@ pub fn rotate(path: &Path, max_files: usize) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The file the logging process writes to, set before the shim protocol starts.
+static LOG_FILE: OnceLock<PathBuf> = OnceLock::new();
+
+/// The shim's logging URI for a container whose output goes to `log_path`: containerd's
+/// runc shim starts `driver container-log <log_path>` with the container's stdout and
+/// stderr as its fds 3 and 4. The process belongs to the shim, so logging goes on while the
+/// agent is down, and the shim waits for it when the task is deleted, so an exit the agent
+/// has reaped has all its output in the file.
+pub fn shim_uri(driver: &Path, log_path: &Path) -> String {
+    let query = serde_urlencoded::to_string([("container-log", log_path.display().to_string())])
+        .unwrap_or_default();
+    format!("binary://{}?{query}", driver.display())
+}
+
+/// `moor container-log FILE`: runs as the shim's logging process until the container's
+/// stdout and stderr close. Never returns.
+pub fn run_driver(path: PathBuf) -> ! {
+    let _ = LOG_FILE.set(path);
+    containerd_shim_logging::run::<FileDriver>();
+    // `run` exits the process itself.
+    std::process::exit(0)
+}
+
+/// Copies stdout and stderr line by line into one file: each line is one `write` to a file
+/// opened for appending, so lines of the two streams never mix.
+struct FileDriver {
+    config: containerd_shim_logging::Config,
+    path: PathBuf,
+}
+
+impl containerd_shim_logging::Driver for FileDriver {
+    type Error = std::io::Error;
+
+    fn new(config: containerd_shim_logging::Config) -> Result<Self, Self::Error> {
+        let path = LOG_FILE
+            .get()
+            .cloned()
+            .ok_or_else(|| std::io::Error::other("no log file given"))?;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        Ok(FileDriver { config, path })
+    }
+
+    fn run(self) -> Result<(), Self::Error> {
+        let open = || {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)
+        };
+        let (out_file, err_file) = (open()?, open()?);
+        let stderr = self.config.stderr;
+        let errors = std::thread::spawn(move || copy_lines(stderr, err_file));
+        let copied = copy_lines(self.config.stdout, out_file);
+        let copied_errors = errors
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("stderr copier panicked")));
+        copied.and(copied_errors)
+    }
+}
+
+fn copy_lines(from: std::fs::File, mut to: std::fs::File) -> std::io::Result<()> {
+    let mut reader = BufReader::with_capacity(64 * 1024, from);
+    let mut line = Vec::with_capacity(4096);
+    loop {
+        line.clear();
+        // A line longer than this is written in pieces; its parts stay in order.
+        let n = reader
+            .by_ref()
+            .take(64 * 1024)
+            .read_until(b'\n', &mut line)?;
+        if n == 0 {
+            return Ok(());
+        }
+        to.write_all(&line)?;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io::Write;
+
+    #[test]
+    fn the_shim_uri_names_the_driver_and_the_file() {
+        assert_eq!(
+            shim_uri(
+                Path::new("/usr/bin/moor"),
+                Path::new("/var/lib/moor/logs/a b/0.log")
+            ),
+            "binary:///usr/bin/moor?container-log=%2Fvar%2Flib%2Fmoor%2Flogs%2Fa+b%2F0.log"
+        );
+    }
+
+    #[test]
+    fn lines_of_both_streams_are_copied_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("0.log");
+        let (out_r, mut out_w) = std::io::pipe().unwrap();
+        let (err_r, mut err_w) = std::io::pipe().unwrap();
+        let open = || {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .unwrap()
+        };
+        let (a, b) = (open(), open());
+        let out = std::thread::spawn(move || {
+            copy_lines(std::fs::File::from(std::os::fd::OwnedFd::from(out_r)), a)
+        });
+        let err = std::thread::spawn(move || {
+            copy_lines(std::fs::File::from(std::os::fd::OwnedFd::from(err_r)), b)
+        });
+        for i in 0..200 {
+            writeln!(out_w, "out {i}").unwrap();
+            writeln!(err_w, "err {i}").unwrap();
+        }
+        drop((out_w, err_w));
+        out.join().unwrap().unwrap();
+        err.join().unwrap().unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 400);
+        assert!(
+            lines
+                .iter()
+                .all(|l| l.starts_with("out ") || l.starts_with("err "))
+        );
+        let outs: Vec<&&str> = lines.iter().filter(|l| l.starts_with("out ")).collect();
+        assert_eq!(outs[199], &"out 199", "each stream in its order");
+    }
 
     #[test]
     fn big_logs_are_copied_aside_truncated_and_pruned() {

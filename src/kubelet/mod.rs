@@ -89,6 +89,9 @@ pub struct AgentConfig {
     pub labels: BTreeMap<String, String>,
     /// Run pods without CNI, in the host's network (for machines without the plugins).
     pub host_network_only: bool,
+    /// The `moor` binary the shims run to write container logs (`moor container-log`);
+    /// this executable by default.
+    pub log_driver: PathBuf,
 }
 
 impl AgentConfig {
@@ -110,6 +113,7 @@ impl AgentConfig {
             insecure_registries: Vec::new(),
             labels: BTreeMap::new(),
             host_network_only: false,
+            log_driver: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("moor")),
         }
     }
 }
@@ -216,6 +220,7 @@ impl Agent {
             network,
             data_dir: config.data_dir.clone(),
             host_ip,
+            log_driver: config.log_driver.clone(),
             recorder: Arc::new(
                 crate::controllers::events::Recorder::new(self.client.clone(), "kubelet")
                     .with_host(config.node_name.clone()),

@@ -62,6 +62,8 @@ pub struct Shared {
     pub data_dir: PathBuf,
     pub host_ip: Option<IpAddr>,
     pub recorder: Arc<Recorder>,
+    /// The `moor` binary, which containerd's shims run as each container's log writer.
+    pub log_driver: PathBuf,
 }
 
 impl Shared {
@@ -674,6 +676,7 @@ impl PodWorker {
                 chain_id: &image.chain_id,
                 spec: &runtime_spec,
                 log_path: &log_path,
+                log_driver: &self.shared.log_driver,
             })
             .await;
         match run {

@@ -24,7 +24,7 @@ use containerd_client::types::v1::Status as TaskStatus;
 use futures::{Stream, StreamExt};
 use jiff::Timestamp;
 
-use super::containerd::{Containerd, ContainerdError, SNAPSHOTTER};
+use super::containerd::{Containerd, ContainerdError, Lease, SNAPSHOTTER};
 
 /// Label keys on containerd containers.
 pub mod labels {
@@ -114,6 +114,8 @@ pub struct RunRequest<'a> {
     pub chain_id: &'a str,
     pub spec: &'a oci_spec::runtime::Spec,
     pub log_path: &'a Path,
+    /// The `moor` binary, run by the shim as the container's logging process.
+    pub log_driver: &'a Path,
 }
 
 /// Something happened to a task.
@@ -229,9 +231,12 @@ impl Runtime {
                     source,
                 })?;
         }
+        // The new snapshot belongs to nothing until the container is created; a lease keeps
+        // containerd's garbage collector off it in between.
+        let lease = Lease::create(c).await?;
         let mounts = match c
             .snapshots()
-            .prepare(c.request(PrepareSnapshotRequest {
+            .prepare(lease.request(PrepareSnapshotRequest {
                 snapshotter: SNAPSHOTTER.to_owned(),
                 key: req.id.clone(),
                 parent: req.chain_id.to_owned(),
@@ -254,6 +259,7 @@ impl Runtime {
                     .mounts
             }
             Err(s) => {
+                lease.release().await;
                 return Err(
                     ContainerdError::call(format!("preparing snapshot {}", req.id), s).into(),
                 );
@@ -282,19 +288,20 @@ impl Runtime {
         };
         let created = c
             .containers()
-            .create(c.request(CreateContainerRequest {
+            .create(lease.request(CreateContainerRequest {
                 container: Some(container),
             }))
             .await;
+        lease.release().await;
         if let Err(s) = created
             && s.code() != containerd_client::tonic::Code::AlreadyExists
         {
             self.remove_snapshot(&req.id).await;
             return Err(ContainerdError::call(format!("creating container {}", req.id), s).into());
         }
-        // The shim appends both streams to the file itself (containerd's `file://` IO),
-        // so output is kept while the agent is down and nothing is copied through us.
-        let log_uri = format!("file://{}", req.log_path.display());
+        // The shim's own logging process writes both streams to the file (see
+        // `logs::shim_uri`): output is kept while the agent is down, nothing passes through us.
+        let log_uri = super::logs::shim_uri(req.log_driver, req.log_path);
         let task = c
             .tasks()
             .create(c.request(CreateTaskRequest {

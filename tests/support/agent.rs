@@ -57,6 +57,7 @@ impl TestNode {
         config.bridge = bridge;
         config.kubelet_port = 0;
         config.address = Some("127.0.0.1".parse().unwrap());
+        config.log_driver = PathBuf::from(env!("CARGO_BIN_EXE_moor"));
         let mut node = TestNode {
             server,
             containerd,

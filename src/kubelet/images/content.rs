@@ -6,16 +6,14 @@
 //! done; the GC reference labels keep them once the lease is gone.
 
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime};
 
 use containerd_client::services::v1::content_client::ContentClient;
 use containerd_client::services::v1::{
-    AddResourceRequest, CreateRequest as CreateLeaseRequest, DeleteRequest as DeleteLeaseRequest,
-    Info as ContentInfo, InfoRequest, ReadContentRequest, Resource, UpdateRequest, WriteAction,
+    Info as ContentInfo, InfoRequest, ReadContentRequest, UpdateRequest, WriteAction,
     WriteContentRequest,
 };
+use containerd_client::tonic;
 use containerd_client::tonic::transport::Channel;
-use containerd_client::tonic::{self, Request};
 use futures::StreamExt;
 use sha2::{Digest as _, Sha256};
 use tokio::sync::mpsc;
@@ -29,84 +27,18 @@ pub(crate) const LABEL_UNCOMPRESSED: &str = "containerd.io/uncompressed";
 /// The prefix of the labels by which one blob keeps others alive in GC.
 pub(crate) const LABEL_GC_REF_CONTENT: &str = "containerd.io/gc.ref.content";
 /// How long a lease outlives a crashed moor before GC may collect what it held.
-const LEASE_EXPIRY: Duration = Duration::from_secs(3600);
 /// JSON documents (manifests, indexes, configs) are read whole; anything this large is not one.
 pub(crate) const MAX_JSON_BLOB: u64 = 16 << 20;
 /// Bytes per Write message; containerd's own client uses 1 MiB.
 pub(crate) const WRITE_CHUNK: usize = 1 << 20;
 
-/// A containerd lease: requests made through [`Lease::request`] carry it, so content and
-/// snapshots they create are held until the lease is deleted (or expires, if moor dies).
-pub(crate) struct Lease {
-    containerd: Containerd,
-    id: String,
-}
+pub(crate) use crate::kubelet::containerd::Lease;
 
 impl Lease {
-    pub(crate) async fn create(containerd: &Containerd) -> Result<Self, ImageError> {
-        let id = format!("moor-images-{}", uuid::Uuid::new_v4().simple());
-        let expire = jiff::Timestamp::try_from(SystemTime::now() + LEASE_EXPIRY)
-            .map(|t| t.to_string())
-            .unwrap_or_default();
-        let labels = HashMap::from([("containerd.io/gc.expire".to_owned(), expire)]);
-        containerd
-            .leases()
-            .create(containerd.request(CreateLeaseRequest {
-                id: id.clone(),
-                labels,
-            }))
-            .await
-            .map_err(|status| ImageError::containerd("create lease", status))?;
-        Ok(Lease {
-            containerd: containerd.clone(),
-            id,
-        })
-    }
-
-    /// A namespaced request carrying this lease.
-    pub(crate) fn request<T>(&self, message: T) -> Request<T> {
-        let mut request = self.containerd.request(message);
-        if let Ok(value) = self.id.parse() {
-            request.metadata_mut().insert("containerd-lease", value);
-        }
-        request
-    }
-
-    pub(crate) fn containerd(&self) -> &Containerd {
-        &self.containerd
-    }
-
     /// Puts existing content under the lease, so GC cannot take it between our check that
     /// it exists and the moment something references it.
     pub(crate) async fn hold_content(&self, digest: &str) -> Result<(), ImageError> {
-        self.containerd
-            .leases()
-            .add_resource(self.containerd.request(AddResourceRequest {
-                id: self.id.clone(),
-                resource: Some(Resource {
-                    id: digest.to_owned(),
-                    r#type: "content".to_owned(),
-                }),
-            }))
-            .await
-            .map_err(|status| ImageError::containerd(format!("lease content {digest}"), status))?;
-        Ok(())
-    }
-
-    /// Deletes the lease: what it held now lives only as long as something references it.
-    pub(crate) async fn release(self) {
-        let result = self
-            .containerd
-            .leases()
-            .delete(self.containerd.request(DeleteLeaseRequest {
-                id: self.id.clone(),
-                sync: false,
-            }))
-            .await;
-        if let Err(status) = result {
-            // Harmless: the lease expires by itself.
-            tracing::warn!(lease = %self.id, %status, "cannot delete containerd lease");
-        }
+        self.hold("content", digest).await.map_err(ImageError::from)
     }
 }
 
