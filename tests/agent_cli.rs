@@ -23,7 +23,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use containerd_support::ContainerdInstance;
-use moor::kubelet::network::{Network, NetworkConfig};
+use moor::kubelet::network::NetworkConfig;
 
 const IMAGE: &str = "busybox:moor-test";
 
@@ -95,26 +95,7 @@ struct NetworkCleanup(NetworkConfig);
 
 impl Drop for NetworkCleanup {
     fn drop(&mut self) {
-        let Ok(net) = Network::new(self.0.clone()) else {
-            return;
-        };
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
-            rt.block_on(async {
-                for uid in net.pods().await.ok()? {
-                    let _ = net.teardown(&uid).await;
-                }
-                let _ = net.release_netns_dir();
-                Some(())
-            })
-        })
-        .join();
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.0.bridge])
-            .output();
+        podnet::teardown_networks(&self.0);
     }
 }
 

@@ -79,6 +79,37 @@ fn condition(pod: &Pod, type_: &str) -> String {
         .unwrap_or_default()
 }
 
+/// The pod's events as `Reason message` lines.
+async fn events_about(node: &TestNode, pod: &str) -> Vec<String> {
+    kube::Api::<k8s_openapi::api::core::v1::Event>::namespaced(node.client(), "default")
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.involved_object.name.as_deref() == Some(pod))
+        .map(|e| {
+            format!(
+                "{} {}",
+                e.reason.unwrap_or_default(),
+                e.message.unwrap_or_default()
+            )
+        })
+        .collect()
+}
+
+/// The reason and message of a waiting container.
+fn waiting_of(pod: &Pod, container: &str) -> (String, String) {
+    let waiting = status_of(pod, container)
+        .and_then(|c| c.state.as_ref())
+        .and_then(|s| s.waiting.clone())
+        .unwrap_or_default();
+    (
+        waiting.reason.unwrap_or_default(),
+        waiting.message.unwrap_or_default(),
+    )
+}
+
 /// Polls the pod until `check` accepts it.
 async fn wait_for(node: &TestNode, name: &str, what: &str, check: impl Fn(&Pod) -> bool) -> Pod {
     eventually_ok!(what, within Duration::from_secs(30), {
@@ -394,17 +425,7 @@ async fn bad_specs_get_a_clear_reason_and_the_agent_carries_on() {
         waiting_reason(p) == "ErrImageNeverPull"
     })
     .await;
-    let message = status_of(&p, "main")
-        .unwrap()
-        .state
-        .as_ref()
-        .unwrap()
-        .waiting
-        .as_ref()
-        .unwrap()
-        .message
-        .clone()
-        .unwrap();
+    let message = waiting_of(&p, "main").1;
     assert_eq!(
         message,
         "Container image \"example.invalid/none:1\" is not present with pull policy of Never"
@@ -434,17 +455,7 @@ async fn bad_specs_get_a_clear_reason_and_the_agent_carries_on() {
         waiting_reason(p) == "CreateContainerConfigError"
     })
     .await;
-    let message = status_of(&p, "main")
-        .unwrap()
-        .state
-        .as_ref()
-        .unwrap()
-        .waiting
-        .as_ref()
-        .unwrap()
-        .message
-        .clone()
-        .unwrap();
+    let message = waiting_of(&p, "main").1;
     assert_eq!(message, "configmap \"missing\" not found");
 
     // The agent still runs pods.
@@ -717,26 +728,7 @@ async fn private_images_pull_with_pull_secrets_and_back_off_without() {
     })
     .await;
     wait_log(&node, &p, "main", 0, "pulled\n").await;
-    let events =
-        kube::Api::<k8s_openapi::api::core::v1::Event>::namespaced(node.client(), "default")
-            .list(&Default::default())
-            .await
-            .unwrap();
-    let about = |pod: &str| -> Vec<String> {
-        events
-            .items
-            .iter()
-            .filter(|e| e.involved_object.name.as_deref() == Some(pod))
-            .map(|e| {
-                format!(
-                    "{} {}",
-                    e.reason.clone().unwrap_or_default(),
-                    e.message.clone().unwrap_or_default()
-                )
-            })
-            .collect()
-    };
-    let authorized = about("authorized");
+    let authorized = events_about(&node, "authorized").await;
     assert!(
         authorized
             .iter()
@@ -749,7 +741,7 @@ async fn private_images_pull_with_pull_secrets_and_back_off_without() {
             .any(|e| e.starts_with(&format!("Pulled Successfully pulled image \"{image}\" in "))),
         "{authorized:?}"
     );
-    let anonymous = about("anonymous");
+    let anonymous = events_about(&node, "anonymous").await;
     assert!(
         anonymous.iter().any(|e| e == "Failed Error: ErrImagePull"),
         "{anonymous:?}"
@@ -882,23 +874,7 @@ async fn probes_gate_readiness_and_restart_unhealthy_containers() {
     .await;
     // preStop ran before the stop.
     wait_log(&node, &p, "main", 0, "prestop\n").await;
-    let events =
-        kube::Api::<k8s_openapi::api::core::v1::Event>::namespaced(node.client(), "default")
-            .list(&Default::default())
-            .await
-            .unwrap();
-    let messages: Vec<String> = events
-        .items
-        .iter()
-        .filter(|e| e.involved_object.name.as_deref() == Some("unhealthy"))
-        .map(|e| {
-            format!(
-                "{} {}",
-                e.reason.clone().unwrap_or_default(),
-                e.message.clone().unwrap_or_default()
-            )
-        })
-        .collect();
+    let messages = events_about(&node, "unhealthy").await;
     assert!(
         messages
             .iter()

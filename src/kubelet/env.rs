@@ -112,28 +112,16 @@ pub async fn resolve(
     };
     for from in container.env_from.iter().flatten() {
         let prefix = from.prefix.clone().unwrap_or_default();
-        if let Some(r) = &from.config_map_ref {
-            let data = fetch(
-                lookup,
-                "configmap",
-                &namespace,
-                &r.name,
-                r.optional.unwrap_or(false),
-            )
-            .await?;
-            for (k, v) in data.unwrap_or_default() {
-                set(format!("{prefix}{k}"), v);
-            }
-        }
-        if let Some(r) = &from.secret_ref {
-            let data = fetch(
-                lookup,
-                "secret",
-                &namespace,
-                &r.name,
-                r.optional.unwrap_or(false),
-            )
-            .await?;
+        let sources = [
+            from.config_map_ref
+                .as_ref()
+                .map(|r| ("configmap", &r.name, r.optional)),
+            from.secret_ref
+                .as_ref()
+                .map(|r| ("secret", &r.name, r.optional)),
+        ];
+        for (kind, name, optional) in sources.into_iter().flatten() {
+            let data = fetch(lookup, kind, &namespace, name, optional.unwrap_or(false)).await?;
             for (k, v) in data.unwrap_or_default() {
                 set(format!("{prefix}{k}"), v);
             }

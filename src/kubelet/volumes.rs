@@ -95,48 +95,32 @@ async fn prepare_one(
     }
     let mut files: BTreeMap<String, (Vec<u8>, u32)> = BTreeMap::new();
     let path;
+    let from = |kind, object: &str, items, optional: Option<bool>| Keyed {
+        volume: name,
+        namespace,
+        kind,
+        name: object.to_owned(),
+        items,
+        optional: optional.unwrap_or(false),
+    };
     if let Some(cm) = &volume.config_map {
         path = dir("configmap");
-        let name_ref = cm.name.clone();
         let mode = cm.default_mode.unwrap_or(0o644) as u32;
-        match lookup
-            .config_map(namespace, &name_ref)
-            .await
-            .map_err(|m| VolumeError::Invalid {
-                volume: name.to_owned(),
-                message: m,
-            })? {
-            Some(data) => project(name, &data, cm.items.as_deref(), mode, &mut files)?,
-            None if cm.optional.unwrap_or(false) => {}
-            None => {
-                return Err(VolumeError::NotFound {
-                    volume: name.to_owned(),
-                    kind: "configmap",
-                    name: name_ref,
-                });
-            }
-        }
+        from(Kind::ConfigMap, &cm.name, cm.items.as_deref(), cm.optional)
+            .project(lookup, mode, &mut files)
+            .await?;
     } else if let Some(secret) = &volume.secret {
         path = dir("secret");
-        let name_ref = secret.secret_name.clone().unwrap_or_default();
         let mode = secret.default_mode.unwrap_or(0o644) as u32;
-        match lookup
-            .secret(namespace, &name_ref)
-            .await
-            .map_err(|m| VolumeError::Invalid {
-                volume: name.to_owned(),
-                message: m,
-            })? {
-            Some(data) => project(name, &data, secret.items.as_deref(), mode, &mut files)?,
-            None if secret.optional.unwrap_or(false) => {}
-            None => {
-                return Err(VolumeError::NotFound {
-                    volume: name.to_owned(),
-                    kind: "secret",
-                    name: name_ref,
-                });
-            }
-        }
+        let object = secret.secret_name.clone().unwrap_or_default();
+        from(
+            Kind::Secret,
+            &object,
+            secret.items.as_deref(),
+            secret.optional,
+        )
+        .project(lookup, mode, &mut files)
+        .await?;
     } else if let Some(downward) = &volume.downward_api {
         path = dir("downward-api");
         let mode = downward.default_mode.unwrap_or(0o644) as u32;
@@ -148,40 +132,19 @@ async fn prepare_one(
         let mode = projected.default_mode.unwrap_or(0o644) as u32;
         for source in projected.sources.iter().flatten() {
             if let Some(cm) = &source.config_map {
-                match lookup.config_map(namespace, &cm.name).await.map_err(|m| {
-                    VolumeError::Invalid {
-                        volume: name.to_owned(),
-                        message: m,
-                    }
-                })? {
-                    Some(data) => project(name, &data, cm.items.as_deref(), mode, &mut files)?,
-                    None if cm.optional.unwrap_or(false) => {}
-                    None => {
-                        return Err(VolumeError::NotFound {
-                            volume: name.to_owned(),
-                            kind: "configmap",
-                            name: cm.name.clone(),
-                        });
-                    }
-                }
+                from(Kind::ConfigMap, &cm.name, cm.items.as_deref(), cm.optional)
+                    .project(lookup, mode, &mut files)
+                    .await?;
             }
             if let Some(secret) = &source.secret {
-                match lookup.secret(namespace, &secret.name).await.map_err(|m| {
-                    VolumeError::Invalid {
-                        volume: name.to_owned(),
-                        message: m,
-                    }
-                })? {
-                    Some(data) => project(name, &data, secret.items.as_deref(), mode, &mut files)?,
-                    None if secret.optional.unwrap_or(false) => {}
-                    None => {
-                        return Err(VolumeError::NotFound {
-                            volume: name.to_owned(),
-                            kind: "secret",
-                            name: secret.name.clone(),
-                        });
-                    }
-                }
+                from(
+                    Kind::Secret,
+                    &secret.name,
+                    secret.items.as_deref(),
+                    secret.optional,
+                )
+                .project(lookup, mode, &mut files)
+                .await?;
             }
             if let Some(downward) = &source.downward_api {
                 for item in downward.items.iter().flatten() {
@@ -203,6 +166,54 @@ async fn prepare_one(
     }
     write_files(name, &path, &files)?;
     Ok(path)
+}
+
+/// Which keyed object a volume (or projected source) reads.
+#[derive(Clone, Copy)]
+enum Kind {
+    ConfigMap,
+    Secret,
+}
+
+/// A configMap or secret source of a volume.
+struct Keyed<'a> {
+    volume: &'a str,
+    namespace: &'a str,
+    kind: Kind,
+    name: String,
+    items: Option<&'a [KeyToPath]>,
+    optional: bool,
+}
+
+impl Keyed<'_> {
+    /// Adds the object's keys (or the listed items) to `files`; a missing object is an
+    /// error unless optional.
+    async fn project(
+        self,
+        lookup: &dyn Lookup,
+        mode: u32,
+        files: &mut BTreeMap<String, (Vec<u8>, u32)>,
+    ) -> Result<(), VolumeError> {
+        let (read, kind) = match self.kind {
+            Kind::ConfigMap => (
+                lookup.config_map(self.namespace, &self.name).await,
+                "configmap",
+            ),
+            Kind::Secret => (lookup.secret(self.namespace, &self.name).await, "secret"),
+        };
+        match read.map_err(|message| VolumeError::Invalid {
+            volume: self.volume.to_owned(),
+            message,
+        })? {
+            Some(data) => project(self.volume, &data, self.items, mode, files),
+            None if self.optional => Ok(()),
+            None => Err(VolumeError::NotFound {
+                volume: self.volume.to_owned(),
+                kind,
+                name: self.name,
+            }),
+        }
+    }
 }
 
 fn host_path(volume: &str, path: &str, kind: &str) -> Result<PathBuf, VolumeError> {

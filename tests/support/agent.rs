@@ -18,7 +18,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use moor::kubelet::containerd::Containerd;
 use moor::kubelet::images::ImageStore;
-use moor::kubelet::network::{Network, NetworkConfig};
+use moor::kubelet::network::NetworkConfig;
 use moor::kubelet::{Agent, AgentConfig};
 use nix::fcntl::Flock;
 use tokio_util::sync::CancellationToken;
@@ -138,15 +138,12 @@ impl TestNode {
             .collect()
     }
 
-    fn network(&self) -> Option<Network> {
-        Network::new(
-            NetworkConfig::new(
-                self.config.pod_cidr.clone(),
-                self.config.data_dir.join("network"),
-            )
-            .with_bridge(self.config.bridge.clone()),
+    fn network_config(&self) -> NetworkConfig {
+        NetworkConfig::new(
+            self.config.pod_cidr.clone(),
+            self.config.data_dir.join("network"),
         )
-        .ok()
+        .with_bridge(self.config.bridge.clone())
     }
 }
 
@@ -156,27 +153,7 @@ impl Drop for TestNode {
             shutdown.cancel();
             handle.abort();
         }
-        // Tear pod networks down through the code under test (that removes the plugins'
-        // rules too), on a thread with its own runtime since drop may run inside the test's.
-        if let Some(net) = self.network() {
-            let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .ok()?;
-                rt.block_on(async {
-                    for uid in net.pods().await.ok()? {
-                        let _ = net.teardown(&uid).await;
-                    }
-                    let _ = net.release_netns_dir();
-                    Some(())
-                })
-            })
-            .join();
-        }
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.config.bridge])
-            .output();
+        crate::podnet::teardown_networks(&self.network_config());
     }
 }
 

@@ -3,9 +3,12 @@
 //! range with an flock on a file in the temp dir (released by the kernel even if the
 //! process dies) and uses the bridge named after it.
 
+#![allow(dead_code)]
+
 use std::fs::File;
 use std::process::Command;
 
+use moor::kubelet::network::{Network, NetworkConfig};
 use nix::fcntl::{Flock, FlockArg};
 
 /// Claims a free `10.{second}.N.0/24` whose bridge will be `{bridge_prefix}N`: an flock
@@ -48,4 +51,29 @@ pub fn claim_subnet(second: u8, bridge_prefix: &str) -> (u8, Flock<File>) {
         }
     }
     panic!("no free 10.{second}.N.0/24 test subnet");
+}
+
+/// Tears down every pod network an agent left under `config` (through the code under
+/// test, which also removes the plugins' rules) and deletes its bridge. Runs on a thread
+/// with its own runtime: callers are `Drop`s that may run inside a test's runtime.
+pub fn teardown_networks(config: &NetworkConfig) {
+    if let Ok(net) = Network::new(config.clone()) {
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            rt.block_on(async {
+                for uid in net.pods().await.ok()? {
+                    let _ = net.teardown(&uid).await;
+                }
+                let _ = net.release_netns_dir();
+                Some(())
+            })
+        })
+        .join();
+    }
+    let _ = Command::new("ip")
+        .args(["link", "del", &config.bridge])
+        .output();
 }
