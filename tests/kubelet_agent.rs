@@ -688,8 +688,10 @@ async fn private_images_pull_with_pull_secrets_and_back_off_without() {
         &node,
         pod(
             "anonymous",
+            // Always: pulled with this pod's (lack of) credentials even once the other
+            // pod has put the image on the node, as kubelet does.
             json!({"restartPolicy": "Never", "containers": [
-        {"name": "main", "image": image, "command": ["true"]}]}),
+        {"name": "main", "image": image, "imagePullPolicy": "Always", "command": ["true"]}]}),
         ),
     )
     .await;
