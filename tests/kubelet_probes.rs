@@ -152,12 +152,31 @@ fn argv(args: &[&str]) -> Vec<String> {
     args.iter().map(|a| (*a).to_owned()).collect()
 }
 
-fn exec_dirs() -> usize {
+/// The exec temp dirs in the temp dir now (other tests' execs come and go meanwhile).
+fn exec_dirs() -> std::collections::HashSet<String> {
     std::fs::read_dir(std::env::temp_dir())
         .unwrap()
         .filter_map(Result::ok)
-        .filter(|e| e.file_name().to_string_lossy().starts_with("moor-exec-"))
-        .count()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("moor-exec-"))
+        .collect()
+}
+
+/// No exec dir made since `before` stays: any still there after 5 s was leaked (dirs of
+/// execs other tests run concurrently are gone by then).
+async fn assert_no_exec_dirs_left(before: &std::collections::HashSet<String>) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let left: Vec<String> = exec_dirs().difference(before).cloned().collect();
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "exec left temp dirs: {left:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// A port free right now on 127.0.0.1.
@@ -251,7 +270,7 @@ async fn exec_runs_in_the_container_as_its_process_and_reports_exit_and_output()
         exec::exec(&f.client, &id, &[], t).await,
         Err(ExecError::EmptyCommand)
     ));
-    assert_eq!(exec_dirs(), before, "exec leaves no temp dirs");
+    assert_no_exec_dirs_left(&before).await;
     f.runtime.remove(&id).await.unwrap();
 }
 
@@ -297,7 +316,7 @@ async fn exec_past_its_timeout_is_killed_and_told_apart() {
         !ps.contains("sleep 31"),
         "the timed-out exec still runs:\n{ps}"
     );
-    assert_eq!(exec_dirs(), before);
+    assert_no_exec_dirs_left(&before).await;
     f.runtime.remove(&id).await.unwrap();
 }
 
