@@ -443,31 +443,24 @@ impl PodWorker {
                     container: c,
                 };
                 let result = probes::probe(&definition, &target).await;
-                match &result {
-                    ProbeResult::Failure(message) => {
-                        self.shared
-                            .event(
-                                pod,
-                                EventType::Warning,
-                                "Unhealthy",
-                                &format!("{kind} probe failed: {message}"),
-                            )
-                            .await;
+                // Upstream's per-run events; an errored run is only logged.
+                let event = match &result {
+                    ProbeResult::Failure(m) => {
+                        Some(("Unhealthy", format!("{kind} probe failed: {m}")))
                     }
-                    ProbeResult::Warning(message) => {
-                        self.shared
-                            .event(
-                                pod,
-                                EventType::Warning,
-                                "ProbeWarning",
-                                &format!("{kind} probe warning: {message}"),
-                            )
-                            .await;
+                    ProbeResult::Warning(m) => {
+                        Some(("ProbeWarning", format!("{kind} probe warning: {m}")))
                     }
                     ProbeResult::Unknown(message) => {
                         tracing::debug!(pod = %name_of(pod), container = %c.name, %kind, %message, "probe errored");
+                        None
                     }
-                    ProbeResult::Success => {}
+                    ProbeResult::Success => None,
+                };
+                if let Some((reason, message)) = event {
+                    self.shared
+                        .event(pod, EventType::Warning, reason, &message)
+                        .await;
                 }
                 let Some(state) = probes.get_mut(kind) else {
                     continue;
