@@ -160,6 +160,9 @@ async fn kubectl_runs_a_deployment_on_a_moor_agent() {
             "0",
             "--node-ip",
             "127.0.0.1",
+            // Scheduling must not depend on how full the test machine's disk is.
+            "--disk-pressure-below",
+            "0",
         ],
         "agent",
     );

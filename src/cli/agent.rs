@@ -48,6 +48,11 @@ pub struct AgentArgs {
     /// Registries pulled from over plain HTTP (loopback registries always are).
     #[arg(long = "insecure-registry")]
     pub insecure_registries: Vec<String>,
+    /// Report DiskPressure (which taints the node against new pods) when less than this
+    /// percentage of the data dir's filesystem is free; 0 never does.
+    #[arg(long, default_value_t = crate::kubelet::node::DEFAULT_DISK_AVAILABLE_MIN_PERCENT,
+          value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub disk_pressure_below: u8,
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
@@ -75,6 +80,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     config.kubelet_port = args.kubelet_port;
     config.address = args.node_ip;
     config.insecure_registries = args.insecure_registries;
+    config.disk_pressure_percent = args.disk_pressure_below;
     config.labels = args.node_labels.into_iter().collect::<BTreeMap<_, _>>();
     let shutdown = super::server::cancel_on_signal();
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();

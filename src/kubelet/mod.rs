@@ -92,6 +92,8 @@ pub struct AgentConfig {
     /// The `moor` binary the shims run to write container logs (`moor container-log`);
     /// this executable by default.
     pub log_driver: PathBuf,
+    /// DiskPressure when less than this percentage of the data dir's filesystem is free.
+    pub disk_pressure_percent: u8,
 }
 
 impl AgentConfig {
@@ -114,6 +116,7 @@ impl AgentConfig {
             labels: BTreeMap::new(),
             host_network_only: false,
             log_driver: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("moor")),
+            disk_pressure_percent: node::DEFAULT_DISK_AVAILABLE_MIN_PERCENT,
         }
     }
 }
@@ -189,7 +192,8 @@ impl Agent {
                 max_pods: 110,
             },
         )
-        .with_runtime_status(runtime_rx);
+        .with_runtime_status(runtime_rx)
+        .with_disk_pressure_percent(config.disk_pressure_percent);
         let node = node_agent.register().await?;
         let node = wait_for_pod_cidr(&self.client, node, &shutdown).await;
         let pod_cidr = node
