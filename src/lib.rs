@@ -19,6 +19,10 @@
 //! - [`kubelet`]: the node agent — registers its machine as a Node, keeps its Lease, and
 //!   runs the pods bound to it through containerd (images, OCI specs, CNI pod networks,
 //!   volumes, lifecycle, status, logs).
+//! - [`proxy`]: the service proxy — makes every Service's cluster IP local to the node and
+//!   forwards its TCP and UDP ports (and NodePorts) to ready endpoints.
+//! - [`dns`]: cluster DNS — `<svc>.<ns>.svc.cluster.local` and friends answered from
+//!   Services and EndpointSlices, everything else forwarded to the host's resolvers.
 //! - [`cli`]: the `moor` command line; one file per subcommand. `src/main.rs` only parses
 //!   arguments and calls into it.
 
@@ -26,7 +30,9 @@ pub mod api;
 pub mod apiserver;
 pub mod cli;
 pub mod controllers;
+pub mod dns;
 pub mod gitops;
 pub mod kubelet;
+pub mod proxy;
 pub mod scheduler;
 pub mod store;
