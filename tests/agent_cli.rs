@@ -91,11 +91,12 @@ fn http_get(addr: &str) -> Result<String, String> {
 }
 
 /// Pod networks the agent left (it was killed): torn down through the code under test.
-struct NetworkCleanup(NetworkConfig);
+struct NetworkCleanup(NetworkConfig, String);
 
 impl Drop for NetworkCleanup {
     fn drop(&mut self) {
         podnet::teardown_networks(&self.0);
+        podnet::remove_lo_addresses(&self.1);
     }
 }
 
@@ -107,8 +108,10 @@ async fn kubectl_runs_a_deployment_on_a_moor_agent() {
     let cluster_cidr = format!("10.203.{subnet}.0/24");
     let bridge = format!("magt{subnet}");
     let agent_dir = dir.path().join("agent");
+    let service_cidr = format!("10.213.{subnet}.0/24");
     let _cleanup = NetworkCleanup(
         NetworkConfig::new(cluster_cidr.clone(), agent_dir.join("network")).with_bridge(&bridge),
+        format!("10.213.{subnet}."),
     );
 
     let archive = image_support::busybox_oci_archive(dir.path(), IMAGE);
@@ -139,6 +142,11 @@ async fn kubectl_runs_a_deployment_on_a_moor_agent() {
             &cluster_cidr,
             "--node-cidr-mask-size",
             "24",
+            // Cluster IPs and NodePorts are host-wide: a range no other test uses.
+            "--service-cluster-ip-range",
+            &service_cidr,
+            "--service-node-port-range",
+            "32600-32609",
         ],
         "apiserver",
     );
@@ -163,6 +171,8 @@ async fn kubectl_runs_a_deployment_on_a_moor_agent() {
             // Scheduling must not depend on how full the test machine's disk is.
             "--disk-pressure-below",
             "0",
+            "--service-cidr",
+            &service_cidr,
         ],
         "agent",
     );
@@ -225,6 +235,39 @@ async fn kubectl_runs_a_deployment_on_a_moor_agent() {
         assert!(ip.starts_with(&format!("10.203.{subnet}.")), "{wide}");
         let body = eventually_ok!("the pod answers on its IP", http_get(&format!("{ip}:8080")));
         assert!(body.ends_with(&format!("{name}\n")), "{body}");
+    }
+
+    // The in-process proxy: a NodePort Service answers on its cluster IP and node port.
+    k(&[
+        "expose",
+        "deployment",
+        "web",
+        "--type",
+        "NodePort",
+        "--port",
+        "80",
+        "--target-port",
+        "8080",
+    ])
+    .unwrap();
+    let ip = k(&["get", "service", "web", "-o", "jsonpath={.spec.clusterIP}"]).unwrap();
+    assert!(ip.starts_with(&format!("10.213.{subnet}.")), "{ip}");
+    let node_port = k(&[
+        "get",
+        "service",
+        "web",
+        "-o",
+        "jsonpath={.spec.ports[0].nodePort}",
+    ])
+    .unwrap();
+    assert!(node_port.starts_with("3260"), "{node_port}");
+    let names: Vec<&str> = rows.iter().map(|r| r[0]).collect();
+    for addr in [format!("{ip}:80"), format!("127.0.0.1:{node_port}")] {
+        let body = eventually_ok!(format!("the Service on {addr}"), http_get(&addr));
+        assert!(
+            names.iter().any(|n| body.ends_with(&format!("{n}\n"))),
+            "{body}"
+        );
     }
 
     let pod = rows[0][0];

@@ -98,6 +98,26 @@ impl Cluster {
             .unwrap()
     }
 
+    /// A Service as stored before the API server allocated cluster IPs: no clusterIP and
+    /// no ipFamilies (one created through the API now always has both), written straight
+    /// into the store.
+    async fn legacy_service(&self, name: &str, spec: Value) {
+        let svc = json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": name, "namespace": "default", "uid": format!("legacy-{name}"),
+                         "creationTimestamp": "2024-01-01T00:00:00Z"},
+            "spec": spec,
+        });
+        self._server
+            .store
+            .create(
+                &format!("/registry/services/default/{name}"),
+                svc.to_string().into(),
+            )
+            .await
+            .unwrap();
+    }
+
     /// A pod on node `node-a` (so deleting it leaves it terminating until forced).
     async fn pod(&self, name: &str, labels: Value, ports: Value) -> Pod {
         self.pod_with(name, labels, json!({}), ports).await
@@ -776,8 +796,16 @@ async fn service_deletion_removes_what_was_made_for_it() {
 async fn ipv6_pods_get_an_ipv6_slice() {
     let cluster = Cluster::start().await;
     let c = &cluster;
-    c.service(
+    // Nothing says which family it serves (see legacy_service).
+    c.legacy_service(
         "web",
+        json!({"selector": {"app": "web"}, "type": "ClusterIP", "sessionAffinity": "None",
+               "ports": [{"port": 80, "protocol": "TCP", "targetPort": 80}]}),
+    )
+    .await;
+    // One created now is single-stack IPv4 (moor's service CIDR is IPv4), as upstream.
+    c.service(
+        "web4",
         json!({}),
         json!({"selector": {"app": "web"}, "ports": [{"port": 80}]}),
     )
@@ -800,6 +828,10 @@ async fn ipv6_pods_get_an_ipv6_slice() {
         &["ready=[10.7.0.1,fd00::7] notReady=[] ports=[:80/TCP]"],
     )
     .await;
+    c.wait_slices("web4", &["IPv4 ports=[:80/TCP] [10.7.0.1(ready,serving)]"])
+        .await;
+    c.wait_endpoints("web4", &["ready=[10.7.0.1] notReady=[] ports=[:80/TCP]"])
+        .await;
     c.force_delete("six").await;
     c.wait_slices("web", &["IPv4 ports=[:80/TCP] [10.7.0.1(ready,serving)]"])
         .await;

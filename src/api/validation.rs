@@ -1881,7 +1881,23 @@ fn validate_service(e: &mut Errs, obj: &Object, old: Option<&Object>) {
             }
         }
     }
+    match ty {
+        "NodePort" | "LoadBalancer" if headless => e.push(FieldError::invalid(
+            "spec.clusterIP",
+            cluster_ip,
+            format!("may not be set to 'None' for {ty} services"),
+        )),
+        "ExternalName" if !cluster_ip.is_empty() => e.push(FieldError::forbidden(
+            "spec.clusterIP",
+            "must be empty for ExternalName services",
+        )),
+        _ => {}
+    }
+    if ty != "ExternalName" {
+        validate_cluster_ips(e, &spec, cluster_ip);
+    }
     let mut names = HashSet::new();
+    let mut node_ports = HashSet::new();
     for (pp, port) in &ports {
         let name = e.str(port, "name", pp);
         if ports.len() > 1 && name.is_empty() {
@@ -1922,6 +1938,19 @@ fn validate_service(e: &mut Errs, obj: &Object, old: Option<&Object>) {
                 child(pp, "nodePort"),
                 "may not be used when `type` is 'ClusterIP'",
             ));
+        }
+        if node_port != 0 {
+            for msg in is_valid_port_num(node_port) {
+                e.push(FieldError::invalid(child(pp, "nodePort"), node_port, msg));
+            }
+            // One node port may serve a TCP and a UDP port, not two of one protocol.
+            let protocol = port
+                .get("protocol")
+                .and_then(Value::as_str)
+                .unwrap_or("TCP");
+            if !node_ports.insert((node_port, protocol)) {
+                e.push(FieldError::duplicate(child(pp, "nodePort"), node_port));
+            }
         }
     }
     if spec.contains_key("selector") {
@@ -1969,6 +1998,89 @@ fn validate_service(e: &mut Errs, obj: &Object, old: Option<&Object>) {
                 "field is immutable",
             ));
         }
+    }
+}
+
+/// Upstream's ValidateServiceClusterIPsRelatedFields: clusterIPs mirrors clusterIP (the
+/// server fills it in from a clusterIP sent alone, so that is checked as if it had), holds
+/// valid addresses or a lone `None`, and the IP family fields hold known values. Whether the
+/// addresses are in the service CIDR is the allocator's check.
+fn validate_cluster_ips(e: &mut Errs, spec: &Object, cluster_ip: &str) {
+    let sent = e.arr(spec, "clusterIPs", "spec");
+    let mut ips: Vec<&str> = Vec::new();
+    for (i, ip) in sent.iter().enumerate() {
+        match ip {
+            Value::String(s) => ips.push(s),
+            other => e.wrong_type(format!("spec.clusterIPs[{i}]"), other, "string"),
+        }
+    }
+    if ips.is_empty() && !cluster_ip.is_empty() {
+        ips.push(cluster_ip);
+    }
+    let shown = || Value::from(ips.iter().map(|ip| Value::from(*ip)).collect::<Vec<_>>());
+    if !cluster_ip.is_empty() {
+        if ips[0] != cluster_ip {
+            e.push(FieldError::invalid(
+                "spec.clusterIPs",
+                shown(),
+                "first value must match `clusterIP`",
+            ));
+        }
+    } else if !ips.is_empty() {
+        e.push(FieldError::invalid(
+            "spec.clusterIPs",
+            shown(),
+            "must be empty when `clusterIP` is not specified",
+        ));
+    }
+    for (i, ip) in ips.iter().enumerate() {
+        if i == 0 && *ip == "None" {
+            if ips.len() > 1 {
+                e.push(FieldError::invalid(
+                    "spec.clusterIPs",
+                    shown(),
+                    "'None' must be the first and only value",
+                ));
+            }
+            continue;
+        }
+        if ip.parse::<std::net::IpAddr>().is_err() {
+            e.push(FieldError::invalid(
+                format!("spec.clusterIPs[{i}]"),
+                *ip,
+                "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)",
+            ));
+        }
+    }
+    if ips.len() > 2 {
+        e.push(FieldError::invalid(
+            "spec.clusterIPs",
+            shown(),
+            "may only hold up to 2 values",
+        ));
+    }
+    let mut seen = HashSet::new();
+    for (i, family) in e.arr(spec, "ipFamilies", "spec").iter().enumerate() {
+        let path = format!("spec.ipFamilies[{i}]");
+        let Some(family) = family.as_str() else {
+            e.wrong_type(path, family, "string");
+            continue;
+        };
+        if !["IPv4", "IPv6"].contains(&family) {
+            e.push(FieldError::not_supported(&path, family, &["IPv4", "IPv6"]));
+        }
+        if !seen.insert(family) {
+            e.push(FieldError::duplicate(path, family));
+        }
+    }
+    let policy = e.str(spec, "ipFamilyPolicy", "spec");
+    let policies = ["PreferDualStack", "RequireDualStack", "SingleStack"];
+    if !policy.is_empty() && !policies.contains(&policy) {
+        e.push(FieldError::not_supported(
+            "spec.ipFamilyPolicy",
+            policy,
+            &policies,
+        ));
     }
 }
 
@@ -2441,6 +2553,112 @@ mod tests {
         assert_eq!(
             errs,
             ["spec.clusterIP: Invalid value: \"10.0.0.2\": field is immutable"]
+        );
+    }
+
+    #[test]
+    fn service_cluster_ip_and_node_port_rules() {
+        let svc = |spec: Value| {
+            let mut s = json!({"metadata": {"name": "s"}, "spec": spec});
+            crate::api::defaults::apply_defaults("", "Service", &mut s);
+            s
+        };
+        let ports = json!([{"port": 80}]);
+        assert!(
+            messages(
+                "",
+                "Service",
+                svc(json!({"clusterIP": "10.43.0.5", "ports": ports}))
+            )
+            .is_empty()
+        );
+        assert!(
+            messages(
+                "",
+                "Service",
+                svc(json!({"clusterIP": "10.43.0.5", "clusterIPs": ["10.43.0.5"], "ipFamilies": ["IPv4"], "ipFamilyPolicy": "SingleStack", "ports": ports}))
+            )
+            .is_empty()
+        );
+        assert_eq!(
+            messages(
+                "",
+                "Service",
+                svc(json!({"clusterIP": "10.43.0.5", "clusterIPs": ["10.43.0.6"], "ports": ports}))
+            ),
+            [
+                "spec.clusterIPs: Invalid value: []string{\"10.43.0.6\"}: first value must match `clusterIP`"
+            ]
+        );
+        assert_eq!(
+            messages(
+                "",
+                "Service",
+                svc(json!({"clusterIPs": ["10.43.0.6"], "ports": ports}))
+            ),
+            [
+                "spec.clusterIPs: Invalid value: []string{\"10.43.0.6\"}: must be empty when `clusterIP` is not specified"
+            ]
+        );
+        assert_eq!(
+            messages(
+                "",
+                "Service",
+                svc(json!({"clusterIP": "10.43.0.300", "ports": ports}))
+            ),
+            [
+                "spec.clusterIPs[0]: Invalid value: \"10.43.0.300\": must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)"
+            ]
+        );
+        assert_eq!(
+            messages(
+                "",
+                "Service",
+                svc(json!({"type": "NodePort", "clusterIP": "None", "ports": ports}))
+            ),
+            [
+                "spec.clusterIP: Invalid value: \"None\": may not be set to 'None' for NodePort services"
+            ]
+        );
+        assert_eq!(
+            messages(
+                "",
+                "Service",
+                svc(
+                    json!({"type": "ExternalName", "externalName": "db.example.com", "clusterIP": "10.43.0.5"})
+                )
+            ),
+            ["spec.clusterIP: Forbidden: must be empty for ExternalName services"]
+        );
+        assert_eq!(
+            messages(
+                "",
+                "Service",
+                svc(
+                    json!({"ipFamilies": ["IPv4", "IPv4", "IPv5"], "ipFamilyPolicy": "Any", "ports": ports})
+                )
+            ),
+            [
+                "spec.ipFamilies[1]: Duplicate value: \"IPv4\"",
+                "spec.ipFamilies[2]: Unsupported value: \"IPv5\": supported values: \"IPv4\", \"IPv6\"",
+                "spec.ipFamilyPolicy: Unsupported value: \"Any\": supported values: \"PreferDualStack\", \"RequireDualStack\", \"SingleStack\"",
+            ]
+        );
+        assert_eq!(
+            messages(
+                "",
+                "Service",
+                svc(json!({"type": "NodePort", "ports": [
+                    {"name": "a", "port": 53, "protocol": "UDP", "nodePort": 30053},
+                    {"name": "b", "port": 53, "protocol": "TCP", "nodePort": 30053},
+                    {"name": "c", "port": 54, "protocol": "TCP", "nodePort": 30053},
+                    {"name": "d", "port": 55, "nodePort": 70000},
+                ]}))
+            ),
+            [
+                "spec.ports[2].nodePort: Duplicate value: 30053",
+                "spec.ports[3].nodePort: Invalid value: 70000: must be between 1 and 65535, inclusive",
+            ]
         );
     }
 

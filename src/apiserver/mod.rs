@@ -6,8 +6,11 @@
 //! serves it over TCP, and in-process components can call it directly.
 //!
 //! This module owns HTTP concerns — routing, status codes, streaming — and the object
-//! semantics of each verb. Pure rules (defaults, validation, selectors, patches) live in
-//! [`crate::api`]; the store knows nothing of any of it.
+//! semantics of each verb, including what kube-apiserver's Service registry adds: cluster
+//! IPs and node ports reserved in the store on every write path, and the `kubernetes` and
+//! `kube-dns` Services every cluster starts with ([`services`]). Pure rules (defaults,
+//! validation, selectors, patches) live in [`crate::api`]; the store knows nothing of any
+//! of it.
 
 pub mod cache;
 pub mod discovery;
@@ -17,6 +20,7 @@ pub mod openapi;
 pub mod protobuf;
 pub mod reads;
 pub mod request;
+pub mod services;
 pub mod table;
 pub mod writes;
 
@@ -88,6 +92,8 @@ pub struct Inner {
     /// Whether other servers write to the same store (etcd), so consistent reads must
     /// check the store's revision too.
     shared_store: std::sync::atomic::AtomicBool,
+    /// Cluster IPs and node ports of Services.
+    services: services::ServiceAllocator,
     shutdown: CancellationToken,
 }
 
@@ -125,6 +131,7 @@ impl ApiServer {
             .collect();
         Self {
             inner: Arc::new(Inner {
+                services: services::ServiceAllocator::new(store.clone()),
                 store,
                 caches,
                 acked,
@@ -152,8 +159,55 @@ impl ApiServer {
         self
     }
 
-    /// Fill every cache and create the system namespaces; returns once the server can
-    /// answer reads.
+    /// Hand out Services' cluster IPs from `cidr` (default
+    /// [`services::DEFAULT_SERVICE_CIDR`]; kube-apiserver's `--service-cluster-ip-range`).
+    /// Call before [`start`](Self::start).
+    pub fn with_service_cidr(self, cidr: services::ServiceCidr) -> Self {
+        self.inner.services.configure(|c| c.cidr = cidr);
+        self
+    }
+
+    /// Hand out node ports from `range` (default [`services::DEFAULT_NODE_PORT_RANGE`];
+    /// kube-apiserver's `--service-node-port-range`). Call before [`start`](Self::start).
+    pub fn with_node_port_range(self, range: services::NodePortRange) -> Self {
+        self.inner.services.configure(|c| c.node_ports = range);
+        self
+    }
+
+    /// The address clients reach this server at (kube-apiserver's `--advertise-address`
+    /// and `--secure-port`): the `kubernetes` Service's endpoints. Without it the Service
+    /// is created with no endpoints. Call before [`start`](Self::start).
+    pub fn with_advertise(self, address: SocketAddr) -> Self {
+        self.inner
+            .services
+            .configure(|c| c.advertise = Some(address));
+        self
+    }
+
+    /// The service CIDR cluster IPs come from.
+    pub fn service_cidr(&self) -> services::ServiceCidr {
+        self.inner.services.config().cidr
+    }
+
+    /// The range node ports come from.
+    pub fn node_port_range(&self) -> services::NodePortRange {
+        self.inner.services.config().node_ports
+    }
+
+    /// Run one repair pass over the Service reservations now (the server also runs one at
+    /// start and every [`services::repair::REPAIR_INTERVAL`]): leaked reservations older
+    /// than [`services::repair::RESERVATION_GRACE`] are released, Services holding an IP
+    /// or port without a reservation get one.
+    pub async fn repair_service_allocations(&self) -> Result<services::RepairReport, ApiError> {
+        Ok(self
+            .inner
+            .services
+            .repair(services::repair::RESERVATION_GRACE)
+            .await?)
+    }
+
+    /// Fill every cache, create the system namespaces and Services, and check the Service
+    /// reservations; returns once the server can answer reads.
     pub async fn start(&self) -> Result<(), ApiError> {
         for cache in self.inner.caches.values() {
             self.tasks.spawn(
@@ -165,7 +219,42 @@ impl ApiServer {
         for cache in self.inner.caches.values() {
             cache.wait_synced().await;
         }
-        self.bootstrap().await
+        self.inner.services.load().await?;
+        self.bootstrap().await?;
+        self.inner.bootstrap_services().await?;
+        // Reservations a crash left behind (or Services from before they existed).
+        self.repair_and_log().await;
+        let server = self.clone();
+        let shutdown = self.inner.shutdown.clone();
+        self.tasks.spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(services::repair::REPAIR_INTERVAL) => {}
+                }
+                server.repair_and_log().await;
+            }
+        });
+        Ok(())
+    }
+
+    async fn repair_and_log(&self) {
+        match self.repair_service_allocations().await {
+            Ok(report) => {
+                for released in &report.released {
+                    tracing::info!(%released, "released a Service reservation nobody holds");
+                }
+                for reserved in &report.reserved {
+                    tracing::info!(%reserved, "reserved what a Service held without a reservation");
+                }
+                for problem in &report.problems {
+                    tracing::warn!(%problem, "Service allocation needs attention");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e.message, "the Service allocation repair pass failed")
+            }
+        }
     }
 
     async fn bootstrap(&self) -> Result<(), ApiError> {

@@ -2,7 +2,9 @@
 //! kube-apiserver's object semantics — system metadata (uid, creationTimestamp, generation,
 //! resourceVersion), generateName, namespace existence, defaulting and validation,
 //! optimistic concurrency, status/main separation, finalizers and graceful pod deletion,
-//! and `dryRun=All`.
+//! and `dryRun=All`. A Service's cluster IP and node ports are reserved through
+//! [`super::services`] on its create and every update of its spec (all patch types and
+//! server-side apply end in those two writes), and released when it leaves the store.
 //!
 //! Deletion follows kube-apiserver's generic registry: DeleteOptions (body or query) choose
 //! how dependents are treated — `Background` (the default for every kind moor serves),
@@ -19,7 +21,7 @@ use serde_json::{Map, Value, json};
 
 use super::error::ApiError;
 use super::request::{Params, Target};
-use super::{Inner, Written};
+use super::{Inner, Written, services};
 use crate::api::registry::{ResourceInfo, Subresource};
 use crate::api::{defaults, strategic_merge, validation};
 use crate::store::{DeleteOutcome, KeyValue, Revision, UpdateOutcome};
@@ -299,13 +301,22 @@ impl Inner {
             require_namespace_finalizer(&mut obj);
         }
         let dry_run = params.dry_run()?;
+        // A Service retried under another generated name starts again from what the client
+        // sent, not from the values allocated (and given back) for the name that collided.
+        let sent = (is_service(info) && fixed_name.is_none()).then(|| obj.clone());
         // generateName collides rarely; retry a few names as upstream does.
         for _ in 0..8 {
+            if let Some(sent) = &sent {
+                obj = sent.clone();
+            }
             if fixed_name.is_none()
                 && let Some(prefix) = &generate
             {
                 let name = format!("{prefix}{}", random_suffix());
                 meta_mut(&mut obj).insert("name".into(), json!(name));
+            }
+            if is_service(info) {
+                services::prepare_create(&mut obj);
             }
             admit(info, &mut obj, None)?;
             if !meta(&obj).is_some_and(|m| m.contains_key("managedFields")) {
@@ -313,11 +324,38 @@ impl Inner {
             }
             let name = meta_str(&obj, "name").unwrap_or_default().to_owned();
             let ns = meta_str(&obj, "namespace").map(str::to_owned);
+            let key = info.key(ns.as_deref(), &name);
+            // A Service's cluster IP and node ports are reserved before it is written and
+            // given back if the write fails. They are set after the field manager was
+            // recorded: allocated values belong to no manager, as upstream.
+            let allocation = if is_service(info) {
+                match self.services.allocate(None, &mut obj, dry_run).await {
+                    Ok(allocation) => Some(allocation),
+                    // Its own reservation makes an existing Service's clusterIP look taken:
+                    // answer what a second create of it should get.
+                    Err(e)
+                        if fixed_name.is_some()
+                            && e.code == 422
+                            && self.store.get(&key).await?.0.is_some() =>
+                    {
+                        return Err(ApiError::already_exists(info.group, info.plural, &name));
+                    }
+                    Err(e) => return Err(e),
+                }
+            } else {
+                None
+            };
             if dry_run {
                 return Ok(Written::created(obj));
             }
-            let key = info.key(ns.as_deref(), &name);
-            match self.store.create(&key, to_stored(&obj)?).await {
+            let created = self.store.create(&key, to_stored(&obj)?).await;
+            if let Some(allocation) = allocation {
+                match &created {
+                    Ok(_) => allocation.commit(&self.services).await,
+                    Err(_) => allocation.revert(&self.services).await,
+                }
+            }
+            match created {
                 Ok(kv) => {
                     self.acknowledge(info, kv.mod_revision);
                     return Ok(Written::created(with_revision(obj, kv.mod_revision)));
@@ -713,6 +751,9 @@ impl Inner {
                 ));
             }
         }
+        if kind == UpdateKind::Main && is_service(info) {
+            services::prepare_update(&old, &mut new);
+        }
         admit(info, &mut new, Some(&old))?;
         // Compared after defaulting, as upstream (which defaults while decoding): a write that
         // only omits defaulted fields does not change the spec.
@@ -750,11 +791,28 @@ impl Inner {
             // Nothing changes: no write, no event, the same resourceVersion (as upstream).
             return Ok(Written::ok(old));
         }
+        // Reserved before the write, given back if it fails; what only the old version
+        // held is released once the new one is stored.
+        let allocation = if kind == UpdateKind::Main && is_service(info) {
+            Some(
+                self.services
+                    .allocate(Some(&old), &mut new, dry_run)
+                    .await?,
+            )
+        } else {
+            None
+        };
         if dry_run {
             return Ok(Written::ok(with_revision(new, kv.mod_revision)));
         }
-        let revision = self.put(info, &name, &kv, &new).await?;
-        Ok(Written::ok(with_revision(new, revision)))
+        let written = self.put(info, &name, &kv, &new).await;
+        if let Some(allocation) = allocation {
+            match &written {
+                Ok(_) => allocation.commit(&self.services).await,
+                Err(_) => allocation.revert(&self.services).await,
+            }
+        }
+        Ok(Written::ok(with_revision(new, written?)))
     }
 
     /// DELETE of one object (also what deletecollection does to each): the object as it now
@@ -932,8 +990,15 @@ impl Inner {
         kv: &KeyValue,
     ) -> Result<Revision, ApiError> {
         match self.store.delete(&kv.key, Some(kv.mod_revision)).await? {
-            DeleteOutcome::Deleted { revision, .. } => {
+            DeleteOutcome::Deleted { revision, prev } => {
                 self.acknowledge(info, revision);
+                // Every removal of a Service ends here (a delete without finalizers, or the
+                // update that took the last one away): what it held is free again.
+                if is_service(info)
+                    && let Ok(service) = serde_json::from_slice::<Value>(&prev.value)
+                {
+                    self.services.release_all(&service).await;
+                }
                 Ok(revision)
             }
             DeleteOutcome::NotFound => Err(ApiError::not_found(info.group, info.plural, name)),
@@ -1607,6 +1672,10 @@ fn set_phase(obj: &mut Value, phase: &str) {
     if let Some(status) = status.as_object_mut() {
         status.insert("phase".into(), json!(phase));
     }
+}
+
+fn is_service(info: &ResourceInfo) -> bool {
+    info.group.is_empty() && info.kind == "Service"
 }
 
 fn is_namespace(info: &ResourceInfo) -> bool {

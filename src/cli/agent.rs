@@ -53,6 +53,12 @@ pub struct AgentArgs {
     #[arg(long, default_value_t = crate::kubelet::node::DEFAULT_DISK_AVAILABLE_MIN_PERCENT,
           value_parser = clap::value_parser!(u8).range(0..=100))]
     pub disk_pressure_below: u8,
+    /// Run neither the service proxy nor cluster DNS here (run `moor proxy` instead, or
+    /// nothing: Services then have no cluster IPs on this machine).
+    #[arg(long)]
+    pub no_proxy: bool,
+    #[command(flatten)]
+    pub network: super::proxy::ServiceNetworkArgs,
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
@@ -81,6 +87,11 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     config.address = args.node_ip;
     config.insecure_registries = args.insecure_registries;
     config.disk_pressure_percent = args.disk_pressure_below;
+    config.proxy = !args.no_proxy;
+    config.service_cidr = args.network.service_cidr;
+    config.cluster_dns = Some(args.network.cluster_dns());
+    config.cluster_domain = args.network.cluster_domain.clone();
+    config.resolv_conf = args.network.resolv_conf.clone();
     config.labels = args.node_labels.into_iter().collect::<BTreeMap<_, _>>();
     let shutdown = super::server::cancel_on_signal();
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();

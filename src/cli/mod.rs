@@ -5,6 +5,7 @@ pub mod apply;
 pub mod controller_manager;
 pub mod diff;
 pub mod images;
+pub mod proxy;
 pub mod scheduler;
 pub mod server;
 pub mod store;
@@ -53,6 +54,8 @@ pub enum Command {
     /// Run the node agent: register this machine as a Node and run its pods through
     /// containerd.
     Agent(agent::AgentArgs),
+    /// Run the service proxy and cluster DNS alone (the agent runs both unless --no-proxy).
+    Proxy(proxy::ProxyArgs),
     /// (internal) Write a container's output to FILE: run by containerd's shim as the
     /// container's logging process.
     #[command(hide = true)]
@@ -66,7 +69,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         crate::kubelet::logs::run_driver(file);
     }
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log)?)
+        .with_env_filter(log_filter(&cli.log)?)
         .with_writer(std::io::stderr)
         .init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -82,10 +85,22 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Scheduler(args) => scheduler::run(args).await,
             Command::Images(args) => images::run(args).await,
             Command::Agent(args) => agent::run(args).await,
+            Command::Proxy(args) => proxy::run(args).await,
             Command::ContainerLog { .. } => {
                 anyhow::bail!("container-log runs before the async runtime starts")
             }
         }
+    })
+}
+
+/// The log filter from `--log`; hickory's server logs every DNS query at info, so it is
+/// held to warnings unless the filter names it.
+fn log_filter(spec: &str) -> anyhow::Result<tracing_subscriber::EnvFilter> {
+    let filter = tracing_subscriber::EnvFilter::try_new(spec)?;
+    Ok(if spec.contains("hickory") {
+        filter
+    } else {
+        filter.add_directive("hickory_server=warn".parse()?)
     })
 }
 

@@ -1,7 +1,7 @@
 //! `moor server`: the store and the API server in one process, with an admin kubeconfig
 //! written to the data dir so `kubectl` works at once.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -16,6 +16,9 @@ use super::controller_manager::{self, ControllerArgs, LeaderElectionArgs};
 use super::scheduler::SchedulerArgs;
 use crate::api::manifest_source::ManifestSourceSpec;
 use crate::apiserver::ApiServer;
+use crate::apiserver::services::{
+    DEFAULT_SERVICE_CIDR, NodePortRange, ServiceCidr, cluster_dns_ip, kubernetes_service_ip,
+};
 use crate::controllers::leader::run_while_leader;
 use crate::gitops::controller::{SourceController, manifest_source_resource};
 use crate::gitops::sync::{directory_spec, git_spec};
@@ -44,6 +47,18 @@ pub struct ServerArgs {
     /// Sub-path of the --git repository holding the manifests.
     #[arg(long, requires = "git", default_value = "")]
     path: String,
+    /// The IPv4 range Services' cluster IPs come from. Its first address is the
+    /// `kubernetes` Service's, its 10th the cluster DNS's (`kube-system/kube-dns`).
+    #[arg(long, value_name = "CIDR", default_value = DEFAULT_SERVICE_CIDR)]
+    service_cluster_ip_range: ServiceCidr,
+    /// The ports NodePort (and LoadBalancer) Services are given, FIRST-LAST.
+    #[arg(long, value_name = "RANGE", default_value = "30000-32767")]
+    service_node_port_range: NodePortRange,
+    /// The address the `kubernetes` Service's endpoints name (with the --listen port).
+    /// Default: the --listen address, or the host's first non-loopback IPv4 address when
+    /// that is unspecified (0.0.0.0).
+    #[arg(long, value_name = "IP")]
+    advertise_address: Option<IpAddr>,
     /// Name of the ManifestSource that --manifests or --git creates.
     #[arg(long, default_value = "manifests")]
     source_name: String,
@@ -103,7 +118,15 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
     let addr = listener.local_addr()?;
-    let server = ApiServer::new(store, shutdown.clone()).with_shared_store(embedded.is_none());
+    let advertise = SocketAddr::new(
+        advertise_ip(args.advertise_address, addr.ip())?,
+        addr.port(),
+    );
+    let server = ApiServer::new(store, shutdown.clone())
+        .with_shared_store(embedded.is_none())
+        .with_service_cidr(args.service_cluster_ip_range)
+        .with_node_port_range(args.service_node_port_range)
+        .with_advertise(advertise);
     server.start().await.context("starting the API server")?;
     std::fs::create_dir_all(&args.backend.data_dir)
         .with_context(|| format!("creating {}", args.backend.data_dir.display()))?;
@@ -117,6 +140,13 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
     println!(
         "           kubectl --kubeconfig {} get namespaces",
         kubeconfig.display()
+    );
+    let cidr = args.service_cluster_ip_range;
+    println!(
+        "services   {cidr}  node ports {}  kubernetes {} -> {advertise}  dns {}",
+        args.service_node_port_range,
+        kubernetes_service_ip(&cidr),
+        cluster_dns_ip(&cidr),
     );
 
     let client = server.client();
@@ -200,6 +230,25 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
     }
     println!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The address to advertise: the flag's, else the listen address's, else (listening on
+/// every address) the host's first non-loopback IPv4 address.
+fn advertise_ip(flag: Option<IpAddr>, listen: IpAddr) -> anyhow::Result<IpAddr> {
+    if let Some(ip) = flag {
+        if ip.is_unspecified() {
+            anyhow::bail!("--advertise-address {ip}: name an address clients can reach");
+        }
+        return Ok(ip);
+    }
+    if !listen.is_unspecified() {
+        return Ok(listen);
+    }
+    let addresses = nix::ifaddrs::getifaddrs().context("listing the host's addresses")?;
+    addresses
+        .filter_map(|a| a.address?.as_sockaddr_in().map(|s| IpAddr::V4(s.ip())))
+        .find(|ip| !ip.is_loopback())
+        .context("the host has no non-loopback IPv4 address to advertise: pass --advertise-address")
 }
 
 /// The ManifestSource spec `--manifests` or `--git` asks for, if any.

@@ -5,9 +5,12 @@
 //!
 //! [`Agent::run`] wires the parts: [`node::NodeAgent`] (registration, heartbeat),
 //! [`pods::PodManager`] (one worker per pod, level-triggered against containerd's state),
-//! [`server::KubeletServer`] (the kubelet API the API server's `pods/log` proxies to).
+//! [`server::KubeletServer`] (the kubelet API the API server's `pods/log` proxies to), and
+//! unless told not to, the service proxy ([`crate::proxy`]) and the cluster DNS server
+//! ([`crate::dns`]) on the kube-dns Service's address, which pods' resolv.conf names.
 
 pub mod containerd;
+pub mod dns;
 pub mod env;
 pub mod exec;
 pub mod images;
@@ -23,7 +26,7 @@ pub mod status;
 pub mod volumes;
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,11 +35,16 @@ use k8s_openapi::api::core::v1::Node;
 use tokio_util::sync::CancellationToken;
 
 use self::containerd::{Containerd, ContainerdError};
+use self::dns::DnsSettings;
 use self::images::ImageStore;
 use self::network::{Network, NetworkConfig, NetworkError};
 use self::node::{NodeAgent, NodeConfig, NodeError};
 use self::pods::{PodManager, Shared};
 use self::runtime::Runtime;
+use crate::apiserver::services::{ServiceCidr, cluster_dns_ip};
+use crate::dns::{DnsConfig, DnsServer};
+use crate::proxy::model::ServiceName;
+use crate::proxy::{Proxy, ProxyConfig};
 
 /// The kubelet API port upstream uses.
 pub const DEFAULT_KUBELET_PORT: u16 = 10250;
@@ -59,6 +67,10 @@ pub enum AgentError {
         #[source]
         source: std::io::Error,
     },
+    #[error("service proxy: {0}")]
+    Proxy(#[from] crate::proxy::ProxyError),
+    #[error("cluster DNS: {0}")]
+    Dns(#[from] crate::dns::DnsError),
     #[error("creating the data dir {path}: {source}")]
     DataDir {
         path: PathBuf,
@@ -94,6 +106,17 @@ pub struct AgentConfig {
     pub log_driver: PathBuf,
     /// DiskPressure when less than this percentage of the data dir's filesystem is free.
     pub disk_pressure_percent: u8,
+    /// Run the service proxy and the cluster DNS server in the agent.
+    pub proxy: bool,
+    /// The API server's service range: the proxy makes cluster IPs in it local.
+    pub service_cidr: ServiceCidr,
+    /// The cluster DNS address pods' resolv.conf names (kubelet's clusterDNS); the
+    /// in-process DNS server answers on it. None: pods get the host's resolvers.
+    pub cluster_dns: Option<IpAddr>,
+    pub cluster_domain: String,
+    /// The host's resolv.conf: upstreams for names outside the cluster, and what pods with
+    /// `dnsPolicy: Default` get.
+    pub resolv_conf: PathBuf,
 }
 
 impl AgentConfig {
@@ -117,6 +140,11 @@ impl AgentConfig {
             host_network_only: false,
             log_driver: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("moor")),
             disk_pressure_percent: node::DEFAULT_DISK_AVAILABLE_MIN_PERCENT,
+            proxy: true,
+            service_cidr: ServiceCidr::default(),
+            cluster_dns: Some(IpAddr::V4(cluster_dns_ip(&ServiceCidr::default()))),
+            cluster_domain: dns::DEFAULT_CLUSTER_DOMAIN.to_owned(),
+            resolv_conf: PathBuf::from("/etc/resolv.conf"),
         }
     }
 }
@@ -225,6 +253,11 @@ impl Agent {
             data_dir: config.data_dir.clone(),
             host_ip,
             log_driver: config.log_driver.clone(),
+            dns: DnsSettings {
+                cluster_dns: config.cluster_dns.into_iter().collect(),
+                cluster_domain: config.cluster_domain.clone(),
+            },
+            resolv_conf: config.resolv_conf.clone(),
             recorder: Arc::new(
                 crate::controllers::events::Recorder::new(self.client.clone(), "kubelet")
                     .with_host(config.node_name.clone()),
@@ -239,10 +272,22 @@ impl Agent {
         let node_task = tracker.spawn(node_agent.run(shutdown.clone()));
         let server_task = tracker.spawn(server.run(shutdown.clone()));
         let health_task = tracker.spawn(watch_runtime(containerd, runtime_tx, shutdown.clone()));
+        let services_task = config.proxy.then(|| {
+            tracker.spawn(run_services(
+                self.client.clone(),
+                services_config(&config, host_ip),
+                shutdown.clone(),
+            ))
+        });
         let pods = PodManager::new(shared).run(shutdown.clone()).await;
         shutdown.cancel();
         tracker.close();
         let (node_result, server_result, _) = tokio::join!(node_task, server_task, health_task);
+        if let Some(task) = services_task
+            && let Ok(Err(e)) = task.await
+        {
+            return Err(e);
+        }
         pods?;
         if let Ok(Err(e)) = node_result {
             return Err(e.into());
@@ -255,6 +300,65 @@ impl Agent {
         }
         Ok(())
     }
+}
+
+/// What the in-process proxy and DNS server are told.
+fn services_config(
+    config: &AgentConfig,
+    host_ip: Option<IpAddr>,
+) -> (ProxyConfig, Option<DnsConfig>) {
+    // NodePorts on the node's address and on loopback (as kube-proxy allows).
+    let mut node_addresses = vec![IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)];
+    node_addresses.extend(host_ip.filter(|ip| !node_addresses.contains(ip)));
+    let mut proxy = ProxyConfig::new(config.node_name.clone(), node_addresses);
+    proxy.service_cidrs = vec![config.service_cidr];
+    let dns = config.cluster_dns.map(|ip| {
+        // The DNS server answers on the kube-dns Service's address itself: the proxy only
+        // makes that address local.
+        proxy
+            .local_services
+            .push(ServiceName::new("kube-system", "kube-dns"));
+        let mut dns = DnsConfig::new(vec![SocketAddr::new(ip, 53)]);
+        dns.cluster_domain.clone_from(&config.cluster_domain);
+        dns.resolv_conf.clone_from(&config.resolv_conf);
+        dns
+    });
+    (proxy, dns)
+}
+
+/// Run the service proxy and the cluster DNS server until `shutdown`; if either fails, stop
+/// the agent (a node whose Services do not work must not look healthy).
+async fn run_services(
+    client: kube::Client,
+    (proxy, dns): (ProxyConfig, Option<DnsConfig>),
+    shutdown: CancellationToken,
+) -> Result<(), AgentError> {
+    let proxy = Proxy::new(client.clone(), proxy).run(shutdown.clone());
+    let dns = async {
+        match dns {
+            Some(config) => DnsServer::new(client, config).run(shutdown.clone()).await,
+            None => Ok(()),
+        }
+    };
+    let (proxy, dns) = tokio::join!(
+        async {
+            let r = proxy.await;
+            if r.is_err() {
+                shutdown.cancel();
+            }
+            r
+        },
+        async {
+            let r = dns.await;
+            if r.is_err() {
+                shutdown.cancel();
+            }
+            r
+        }
+    );
+    proxy?;
+    dns?;
+    Ok(())
 }
 
 /// A Node without spec.podCIDR may be given one by the node IPAM controller right after

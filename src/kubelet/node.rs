@@ -389,7 +389,7 @@ fn parse_loadavg_threads(text: &str) -> Option<u64> {
 /// The host's InternalIP when none is configured: the first IPv4 of the default route's
 /// interface (what upstream's ChooseHostInterface picks), else the first non-loopback
 /// IPv4 of any interface that is up, else 127.0.0.1.
-fn default_address() -> IpAddr {
+pub fn default_address() -> IpAddr {
     use nix::net::if_::InterfaceFlags;
     let default_interface = std::fs::read_to_string("/proc/net/route")
         .ok()

@@ -26,6 +26,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::dns::DnsSettings;
 use super::env::{self, ApiLookup};
 use super::exec;
 use super::images::{ImageInfo, ImageStore, RegistryAuth, credentials_for};
@@ -64,6 +65,10 @@ pub struct Shared {
     pub recorder: Arc<Recorder>,
     /// The `moor` binary, which containerd's shims run as each container's log writer.
     pub log_driver: PathBuf,
+    /// Cluster DNS for pods' resolv.conf.
+    pub dns: DnsSettings,
+    /// The host's resolv.conf (for `Default` DNS policy and the host's search domains).
+    pub resolv_conf: PathBuf,
 }
 
 impl Shared {
@@ -280,7 +285,13 @@ impl PodWorker {
         }
         if ready_to_start {
             let ips = self.network_ips.clone().unwrap_or_default();
-            match volumes::etc_files(pod, &pod_dir, &ips) {
+            match volumes::etc_files(
+                pod,
+                &pod_dir,
+                &ips,
+                &self.shared.dns,
+                &self.shared.resolv_conf,
+            ) {
                 Ok(m) => etc_mounts = m,
                 Err(e) => {
                     ready_to_start = false;

@@ -15,6 +15,7 @@ use std::path::{Component, Path, PathBuf};
 use k8s_openapi::api::core::v1::{Container, KeyToPath, Pod, Volume};
 use oci_spec::runtime::Mount;
 
+use super::dns::{DnsSettings, resolv_conf};
 use super::env::{Lookup, field_value};
 use super::spec::{bind_mount, pod_hostname};
 
@@ -420,8 +421,15 @@ pub fn container_mounts(
 }
 
 /// The pod's /etc/hosts, /etc/hostname and /etc/resolv.conf (written once per pod, shared
-/// by its containers), as mounts. hostNetwork pods get the host's.
-pub fn etc_files(pod: &Pod, pod_dir: &Path, ips: &[IpAddr]) -> Result<Vec<Mount>, VolumeError> {
+/// by its containers), as mounts. hostNetwork pods get the host's hosts file; resolv.conf
+/// follows the pod's dnsPolicy ([`super::dns`]) over the host's file at `host_resolv`.
+pub fn etc_files(
+    pod: &Pod,
+    pod_dir: &Path,
+    ips: &[IpAddr],
+    dns: &DnsSettings,
+    host_resolv: &Path,
+) -> Result<Vec<Mount>, VolumeError> {
     let host_network = pod
         .spec
         .as_ref()
@@ -433,14 +441,18 @@ pub fn etc_files(pod: &Pod, pod_dir: &Path, ips: &[IpAddr]) -> Result<Vec<Mount>
     let hosts = if host_network {
         std::fs::read_to_string("/etc/hosts").unwrap_or_default()
     } else {
-        hosts_file(pod, &hostname, ips)
+        hosts_file(pod, &hostname, ips, &dns.cluster_domain)
     };
     let files = [
         ("hosts", hosts, "/etc/hosts"),
         ("hostname", format!("{hostname}\n"), "/etc/hostname"),
         (
             "resolv.conf",
-            std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+            resolv_conf(
+                pod,
+                dns,
+                &std::fs::read_to_string(host_resolv).unwrap_or_default(),
+            ),
             "/etc/resolv.conf",
         ),
     ];
@@ -460,7 +472,7 @@ pub fn etc_files(pod: &Pod, pod_dir: &Path, ips: &[IpAddr]) -> Result<Vec<Mount>
 
 /// Kubelet's managed hosts file: localhost entries, the pod's own addresses with its
 /// hostname (and FQDN when it has a subdomain), then spec.hostAliases.
-fn hosts_file(pod: &Pod, hostname: &str, ips: &[IpAddr]) -> String {
+fn hosts_file(pod: &Pod, hostname: &str, ips: &[IpAddr], domain: &str) -> String {
     let mut out = String::from(
         "# Kubernetes-managed hosts file.\n\
          127.0.0.1\tlocalhost\n\
@@ -479,7 +491,7 @@ fn hosts_file(pod: &Pod, hostname: &str, ips: &[IpAddr]) -> String {
     for ip in ips {
         match spec.subdomain.as_deref().filter(|s| !s.is_empty()) {
             Some(sub) => out.push_str(&format!(
-                "{ip}\t{hostname}.{sub}.{namespace}.svc.cluster.local\t{hostname}\n"
+                "{ip}\t{hostname}.{sub}.{namespace}.svc.{domain}\t{hostname}\n"
             )),
             None => out.push_str(&format!("{ip}\t{hostname}\n")),
         }
@@ -634,7 +646,7 @@ mod tests {
     #[test]
     fn hosts_file_names_the_pod() {
         let p = pod(vec![]);
-        let hosts = hosts_file(&p, "web", &["10.42.0.5".parse().unwrap()]);
+        let hosts = hosts_file(&p, "web", &["10.42.0.5".parse().unwrap()], "cluster.local");
         assert!(hosts.starts_with("# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n"));
         assert!(hosts.contains("10.42.0.5\tweb\n"));
     }

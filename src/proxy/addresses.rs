@@ -11,22 +11,16 @@ use futures::TryStreamExt;
 use rtnetlink::packet_route::address::AddressAttribute;
 use rtnetlink::{Handle, LinkDummy, LinkUnspec};
 
-use crate::controllers::node_ipam::Ipv4Cidr;
+use crate::apiserver::services::ServiceCidr;
 
 use super::ProxyError;
 
 /// The dummy interface's name when the kernel has the driver.
 pub const DEFAULT_DUMMY_INTERFACE: &str = "moor-svc0";
 
-/// Whether `ip` lies in `cidr`.
-pub fn in_cidr(cidr: &Ipv4Cidr, ip: IpAddr) -> bool {
-    let IpAddr::V4(ip) = ip else {
-        return false;
-    };
-    let mask = u32::MAX
-        .checked_shl(32 - u32::from(cidr.prefix()))
-        .unwrap_or(0);
-    u32::from(ip) & mask == u32::from(cidr.network())
+/// Whether `ip` lies in `cidr` (an IPv6 address never does: service ranges are IPv4).
+pub fn in_cidr(cidr: &ServiceCidr, ip: IpAddr) -> bool {
+    matches!(ip, IpAddr::V4(v4) if cidr.contains(v4))
 }
 
 /// Where the cluster IPs live.
@@ -35,7 +29,7 @@ pub struct LocalAddresses {
     index: u32,
     device: String,
     dummy: bool,
-    cidrs: Vec<Ipv4Cidr>,
+    cidrs: Vec<ServiceCidr>,
     connection: tokio::task::JoinHandle<()>,
 }
 
@@ -56,7 +50,7 @@ impl LocalAddresses {
     /// Open netlink and pick the device: the dummy interface `dummy_name` (created if
     /// missing) when the kernel can make one, `lo` otherwise. Only addresses inside `cidrs`
     /// are this proxy's.
-    pub async fn open(dummy_name: &str, cidrs: Vec<Ipv4Cidr>) -> Result<Self, ProxyError> {
+    pub async fn open(dummy_name: &str, cidrs: Vec<ServiceCidr>) -> Result<Self, ProxyError> {
         let (connection, handle, _) =
             rtnetlink::new_connection().map_err(|source| ProxyError::Io {
                 action: "opening a netlink socket".into(),
@@ -79,11 +73,9 @@ impl LocalAddresses {
             }
             Err(e) => {
                 tracing::debug!(error = %e, "no dummy interface; cluster IPs go on lo");
-                this.index = this.link_index("lo").await?.ok_or_else(|| {
-                    ProxyError::Io {
-                        action: "finding the loopback interface".into(),
-                        source: std::io::Error::from(std::io::ErrorKind::NotFound),
-                    }
+                this.index = this.link_index("lo").await?.ok_or_else(|| ProxyError::Io {
+                    action: "finding the loopback interface".into(),
+                    source: std::io::Error::from(std::io::ErrorKind::NotFound),
                 })?;
                 this.device = "lo".into();
             }
@@ -116,12 +108,10 @@ impl LocalAddresses {
                     .execute()
                     .await
                     .map_err(netlink(format!("creating dummy interface {name}")))?;
-                self.link_index(name)
-                    .await?
-                    .ok_or_else(|| ProxyError::Io {
-                        action: format!("finding the new dummy interface {name}"),
-                        source: std::io::Error::from(std::io::ErrorKind::NotFound),
-                    })?
+                self.link_index(name).await?.ok_or_else(|| ProxyError::Io {
+                    action: format!("finding the new dummy interface {name}"),
+                    source: std::io::Error::from(std::io::ErrorKind::NotFound),
+                })?
             }
         };
         self.handle
@@ -217,11 +207,9 @@ mod tests {
 
     #[test]
     fn cidr_membership() {
-        let cidr: Ipv4Cidr = "10.43.0.0/16".parse().unwrap();
+        let cidr: ServiceCidr = "10.43.0.0/16".parse().unwrap();
         assert!(in_cidr(&cidr, "10.43.255.1".parse().unwrap()));
         assert!(!in_cidr(&cidr, "10.44.0.1".parse().unwrap()));
         assert!(!in_cidr(&cidr, "::1".parse().unwrap()));
-        let all: Ipv4Cidr = "0.0.0.0/0".parse().unwrap();
-        assert!(in_cidr(&all, "1.2.3.4".parse().unwrap()));
     }
 }

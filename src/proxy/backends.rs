@@ -210,7 +210,10 @@ mod tests {
         assert!(before[0].gone().is_cancelled());
         assert!(!before[1].gone().is_cancelled());
         let after = set.snapshot();
-        assert!(Arc::ptr_eq(&before[1], &after[0]), "kept endpoint is the same one");
+        assert!(
+            Arc::ptr_eq(&before[1], &after[0]),
+            "kept endpoint is the same one"
+        );
         set.close();
         assert!(set.is_empty());
         assert!(after.iter().all(|b| b.gone().is_cancelled()));

@@ -35,14 +35,14 @@ use kube::runtime::watcher::{self, Event};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::controllers::node_ipam::Ipv4Cidr;
+use crate::apiserver::services::ServiceCidr;
 
 use self::addresses::{LocalAddresses, in_cidr};
 use self::backends::BackendSet;
 use self::model::{Protocol, ServiceName, ServicePort};
 
 /// The default service CIDR (the API server's `--service-cluster-ip-range`).
-pub const DEFAULT_SERVICE_CIDR: &str = "10.43.0.0/16";
+pub use crate::apiserver::services::DEFAULT_SERVICE_CIDR;
 /// How often listeners that failed to bind (a port some other process holds) are retried.
 const RETRY_INTERVAL: Duration = Duration::from_secs(5);
 /// How long open connections get to finish when the proxy stops.
@@ -72,7 +72,7 @@ pub struct ProxyConfig {
     pub node_name: String,
     /// Cluster IPs inside these ranges are made local; addresses in them that no Service
     /// holds are removed.
-    pub service_cidrs: Vec<Ipv4Cidr>,
+    pub service_cidrs: Vec<ServiceCidr>,
     /// Where NodePorts listen (the node's addresses).
     pub node_addresses: Vec<IpAddr>,
     /// The dummy interface for cluster IPs, where the kernel has the driver.
@@ -89,7 +89,7 @@ impl ProxyConfig {
     pub fn new(node_name: impl Into<String>, node_addresses: Vec<IpAddr>) -> Self {
         ProxyConfig {
             node_name: node_name.into(),
-            service_cidrs: vec![DEFAULT_SERVICE_CIDR.parse().expect("valid default CIDR")],
+            service_cidrs: vec![ServiceCidr::default()],
             node_addresses,
             dummy_interface: addresses::DEFAULT_DUMMY_INTERFACE.to_owned(),
             udp_idle_timeout: udp::DEFAULT_IDLE_TIMEOUT,
@@ -150,6 +150,9 @@ struct State {
     connections: TaskTracker,
 }
 
+// Only one change exists at a time (the loop takes them one by one), so the size
+// difference costs nothing; boxing would allocate per event.
+#[allow(clippy::large_enum_variant)]
 enum Change {
     Service(Event<Service>),
     Slice(Event<EndpointSlice>),
@@ -380,14 +383,21 @@ impl State {
         }
         tracing::info!(
             services = self.services.len(),
-            listeners = self.listeners.values().filter(|l| l.running.is_some()).count(),
+            listeners = self
+                .listeners
+                .values()
+                .filter(|l| l.running.is_some())
+                .count(),
             "service proxy synced"
         );
         Ok(())
     }
 
     /// What `name` needs on this node now: its local cluster IPs and its listeners.
-    fn desired(&self, name: &ServiceName) -> (BTreeSet<Ipv4Addr>, HashMap<ListenKey, ListenTarget>) {
+    fn desired(
+        &self,
+        name: &ServiceName,
+    ) -> (BTreeSet<Ipv4Addr>, HashMap<ListenKey, ListenTarget>) {
         let mut ips = BTreeSet::new();
         let mut listeners = HashMap::new();
         let Some(svc) = self.services.get(name) else {
@@ -440,7 +450,10 @@ impl State {
                 tracing::warn!(service = %name, error = %e, "making a cluster IP local");
             }
         }
-        for key in applied.listeners.difference(&wanted.keys().copied().collect()) {
+        for key in applied
+            .listeners
+            .difference(&wanted.keys().copied().collect())
+        {
             if let Some(listener) = self.listeners.remove(key) {
                 listener.stop();
             }

@@ -293,7 +293,10 @@ mod tests {
         let external = svc(json!({"type": "ExternalName", "externalName": "example.com"}));
         assert!(cluster_ips(&external).is_empty());
         let plain = svc(json!({"clusterIP": "10.43.0.5", "clusterIPs": ["10.43.0.5"]}));
-        assert_eq!(cluster_ips(&plain), vec!["10.43.0.5".parse::<IpAddr>().unwrap()]);
+        assert_eq!(
+            cluster_ips(&plain),
+            vec!["10.43.0.5".parse::<IpAddr>().unwrap()]
+        );
     }
 
     #[test]

@@ -169,8 +169,15 @@ async fn splice_one_way(
         let n = loop {
             from.readable().await?;
             match from.try_io(Interest::READABLE, || {
-                splice(from.as_fd(), None, pipe_in.as_fd(), None, SPLICE_CHUNK, flags)
-                    .map_err(io::Error::from)
+                splice(
+                    from.as_fd(),
+                    None,
+                    pipe_in.as_fd(),
+                    None,
+                    SPLICE_CHUNK,
+                    flags,
+                )
+                .map_err(io::Error::from)
             }) {
                 Ok(n) => break n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,

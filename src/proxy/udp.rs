@@ -120,10 +120,7 @@ pub async fn serve(
     }
 }
 
-async fn open(
-    backends: &BackendSet,
-    client: SocketAddr,
-) -> Option<(Arc<Session>, Arc<Backend>)> {
+async fn open(backends: &BackendSet, client: SocketAddr) -> Option<(Arc<Session>, Arc<Backend>)> {
     let backend = backends
         .candidates(client.ip(), Instant::now())
         .into_iter()
@@ -230,7 +227,10 @@ mod tests {
         client.connect(service).await.unwrap();
         let mut buf = [0u8; 100];
         for round in 0..3 {
-            client.send(format!("ping{round}").as_bytes()).await.unwrap();
+            client
+                .send(format!("ping{round}").as_bytes())
+                .await
+                .unwrap();
             let n = tokio::time::timeout(Duration::from_secs(5), client.recv(&mut buf))
                 .await
                 .unwrap()

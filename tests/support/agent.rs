@@ -42,13 +42,20 @@ pub struct TestNode {
 impl TestNode {
     /// Server, containerd with the image, and a running agent whose Node is registered.
     pub async fn start() -> TestNode {
-        let server = TestServer::start(Backend::Embedded).await;
+        // The claim also gives this node its own service range and node ports: cluster IPs
+        // and NodePorts are host-wide, and other tests' proxies run on this host too.
+        let (subnet, claim) = crate::podnet::claim_subnet(201, "mtag");
+        let server = TestServer::start_with(Backend::Embedded, |s| {
+            s.with_service_cidr(service_cidr(subnet).parse().unwrap())
+                .with_node_port_range(node_ports(subnet).try_into().unwrap())
+        })
+        .await;
         let containerd = ContainerdInstance::start();
         let dir = tempfile::tempdir().unwrap();
         let archive = crate::image_support::busybox_oci_archive(dir.path(), IMAGE);
         let c = Containerd::connect(&containerd.socket()).await.unwrap();
         ImageStore::new(c).import_archive(&archive).await.unwrap();
-        let (subnet, claim) = crate::podnet::claim_subnet(201, "mtag");
+        remove_cluster_ips(subnet);
         let bridge = format!("mtag{subnet}");
         let _ = Command::new("ip").args(["link", "del", &bridge]).output();
         let mut config = AgentConfig::new("box1", dir.path().join("agent"));
@@ -58,6 +65,8 @@ impl TestNode {
         config.kubelet_port = 0;
         config.address = Some("127.0.0.1".parse().unwrap());
         config.log_driver = PathBuf::from(env!("CARGO_BIN_EXE_moor"));
+        config.service_cidr = service_cidr(subnet).parse().unwrap();
+        config.cluster_dns = Some(cluster_dns(subnet));
         let mut node = TestNode {
             server,
             containerd,
@@ -154,7 +163,29 @@ impl Drop for TestNode {
             handle.abort();
         }
         crate::podnet::teardown_networks(&self.network_config());
+        remove_cluster_ips(self.subnet);
     }
+}
+
+/// Node `subnet`'s service range (the API server's and the agent's).
+pub fn service_cidr(subnet: u8) -> String {
+    format!("10.210.{subnet}.0/24")
+}
+
+/// Node `subnet`'s cluster DNS address (the kube-dns Service's, 10th of the range).
+pub fn cluster_dns(subnet: u8) -> std::net::IpAddr {
+    std::net::IpAddr::from([10, 210, subnet, 10])
+}
+
+/// Node `subnet`'s NodePort range: ten ports of its own.
+pub fn node_ports(subnet: u8) -> std::ops::RangeInclusive<u16> {
+    let start = 30000 + u16::from(subnet) * 10;
+    start..=start + 9
+}
+
+/// Remove cluster IPs of node `subnet` left on `lo` (an aborted agent's proxy cannot).
+fn remove_cluster_ips(subnet: u8) {
+    crate::podnet::remove_lo_addresses(&format!("10.210.{subnet}."));
 }
 
 impl TestNode {

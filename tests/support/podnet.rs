@@ -77,3 +77,23 @@ pub fn teardown_networks(config: &NetworkConfig) {
         .args(["link", "del", &config.bridge])
         .output();
 }
+
+/// Remove the addresses on `lo` starting with `prefix` (e.g. `10.210.7.`): cluster IPs a
+/// killed agent's service proxy could not release.
+pub fn remove_lo_addresses(prefix: &str) {
+    let Ok(out) = Command::new("ip")
+        .args(["-4", "-o", "addr", "show", "dev", "lo"])
+        .output()
+    else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        if let Some(addr) = line.split_whitespace().nth(3)
+            && addr.starts_with(prefix)
+        {
+            let _ = Command::new("ip")
+                .args(["addr", "del", addr, "dev", "lo"])
+                .output();
+        }
+    }
+}
