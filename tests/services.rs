@@ -10,6 +10,8 @@ mod agent_support;
 mod apiserver_support;
 #[path = "support/containerd.rs"]
 mod containerd_support;
+#[path = "support/dnsquery.rs"]
+mod dnsquery;
 #[path = "support/image.rs"]
 mod image_support;
 #[path = "support/podnet.rs"]
@@ -236,45 +238,6 @@ fn servers(addr: SocketAddr, n: usize) -> Result<BTreeSet<String>, String> {
     (0..n).map(|_| http_get(addr)).collect()
 }
 
-/// Resolve `name` (A records) with the node's cluster DNS server, over UDP.
-async fn resolve(dns: IpAddr, name: &str) -> Result<Vec<IpAddr>, String> {
-    use hickory_proto::op::{Message, Query};
-    use hickory_proto::rr::{Name, RData, RecordType};
-    let mut query = Message::query();
-    query.metadata.recursion_desired = true;
-    query.add_query(Query::query(
-        Name::from_ascii(name).map_err(|e| e.to_string())?,
-        RecordType::A,
-    ));
-    let socket = tokio::net::UdpSocket::bind("0.0.0.0:0")
-        .await
-        .map_err(|e| e.to_string())?;
-    let bytes = query.to_vec().map_err(|e| e.to_string())?;
-    socket
-        .send_to(&bytes, SocketAddr::new(dns, 53))
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut buf = vec![0u8; 4096];
-    let n = tokio::time::timeout(Duration::from_secs(2), socket.recv(&mut buf))
-        .await
-        .map_err(|_| "no answer within 2 s".to_owned())?
-        .map_err(|e| e.to_string())?;
-    let answer = Message::from_vec(&buf[..n]).map_err(|e| e.to_string())?;
-    let ips: Vec<IpAddr> = answer
-        .answers
-        .iter()
-        .filter_map(|r| match &r.data {
-            RData::A(a) => Some(IpAddr::V4(a.0)),
-            _ => None,
-        })
-        .collect();
-    if ips.is_empty() {
-        Err(format!("no A records: {answer:?}"))
-    } else {
-        Ok(ips)
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_ip_node_port_and_dns_reach_ready_pods() {
     let c = Cluster::start().await;
@@ -321,7 +284,7 @@ async fn cluster_ip_node_port_and_dns_reach_ready_pods() {
     let dns = agent_support::cluster_dns(c.node.subnet);
     let resolved = eventually_ok!(
         "web.default.svc.cluster.local from the cluster DNS",
-        resolve(dns, "web.default.svc.cluster.local.").await
+        dnsquery::resolve(dns, "web.default.svc.cluster.local.").await
     );
     assert_eq!(resolved, vec![ip]);
     assert!(http_get(SocketAddr::new(resolved[0], 80)).is_ok());
