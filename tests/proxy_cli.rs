@@ -70,10 +70,8 @@ async fn moor_proxy_forwards_answers_dns_and_cleans_up() {
     let backend = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let backend_port = backend.local_addr().unwrap().port();
     std::thread::spawn(move || {
-        for stream in backend.incoming() {
-            if let Ok(mut s) = stream {
-                let _ = std::io::Write::write_all(&mut s, b"hello from the host\n");
-            }
+        for mut s in backend.incoming().flatten() {
+            let _ = std::io::Write::write_all(&mut s, b"hello from the host\n");
         }
     });
     let svc: Service = serde_json::from_value(json!({
