@@ -68,16 +68,21 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
     }
 }
 
-/// Run `moor agent` until SIGINT or SIGTERM; containers keep running after it exits.
-pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
-    let client = super::diff::connect(args.kubeconfig.clone()).await?;
-    let node_name = match args.node_name {
+/// The Node's name: as given, or this machine's hostname in lower case (as kubelet).
+pub(super) fn node_name(given: Option<String>) -> anyhow::Result<String> {
+    Ok(match given {
         Some(n) => n,
         None => nix::unistd::gethostname()
             .context("reading the hostname for the node name (or pass --node-name)")?
             .to_string_lossy()
             .to_lowercase(),
-    };
+    })
+}
+
+/// Run `moor agent` until SIGINT or SIGTERM; containers keep running after it exits.
+pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
+    let client = super::diff::connect(args.kubeconfig.clone()).await?;
+    let node_name = node_name(args.node_name)?;
     let mut config = AgentConfig::new(node_name.clone(), args.data_dir);
     config.containerd_socket = args.containerd_socket;
     config.pod_cidr = args.pod_cidr;

@@ -2,17 +2,14 @@
 //! with `--no-proxy` (the agent runs both in-process by default). Also the flags both
 //! commands share for the service network.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::Args;
 
 use crate::apiserver::services::{ServiceCidr, cluster_dns_ip};
-use crate::dns::{DnsConfig, DnsServer};
-use crate::proxy::model::ServiceName;
-use crate::proxy::{Proxy, ProxyConfig};
+use crate::proxy::ProxyConfig;
 
 /// The service network as the API server allocates it, and cluster DNS.
 #[derive(Debug, Args)]
@@ -64,13 +61,7 @@ pub struct ProxyArgs {
 /// Run `moor proxy` until SIGINT or SIGTERM; every address and socket it made is released.
 pub async fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
     let client = super::diff::connect(args.kubeconfig.clone()).await?;
-    let node_name = match args.node_name {
-        Some(n) => n,
-        None => nix::unistd::gethostname()
-            .context("reading the hostname for the node name (or pass --node-name)")?
-            .to_string_lossy()
-            .to_lowercase(),
-    };
+    let node_name = super::agent::node_name(args.node_name)?;
     let mut node_addresses = args.nodeport_addresses;
     if node_addresses.is_empty() {
         node_addresses.push(IpAddr::V4(Ipv4Addr::LOCALHOST));
@@ -81,41 +72,25 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
     }
     let mut config = ProxyConfig::new(node_name, node_addresses);
     config.service_cidrs = vec![args.network.service_cidr];
-    let shutdown = super::server::cancel_on_signal();
+    let dns_ip = args.network.cluster_dns();
     let dns = (!args.no_dns).then(|| {
-        config
-            .local_services
-            .push(ServiceName::new("kube-system", "kube-dns"));
-        let mut dns = DnsConfig::new(vec![SocketAddr::new(args.network.cluster_dns(), 53)]);
-        dns.cluster_domain = args.network.cluster_domain.clone();
-        dns.resolv_conf = args.network.resolv_conf.clone();
-        DnsServer::new(client.clone(), dns)
+        crate::proxy::cluster_dns(
+            &mut config,
+            dns_ip,
+            &args.network.cluster_domain,
+            &args.network.resolv_conf,
+        )
     });
     println!(
         "proxy+dns  {}  dns {}",
         args.network.service_cidr,
         if dns.is_some() {
-            args.network.cluster_dns().to_string()
+            dns_ip.to_string()
         } else {
             "off".into()
         }
     );
-    let proxy = Proxy::new(client, config).run(shutdown.clone());
-    let dns = async {
-        match dns {
-            Some(server) => server.run(shutdown.clone()).await.context("cluster DNS"),
-            None => Ok(()),
-        }
-    };
-    let (proxy, dns) = tokio::join!(
-        async {
-            let r = proxy.await.context("service proxy");
-            shutdown.cancel();
-            r
-        },
-        dns
-    );
-    proxy?;
-    dns?;
+    let shutdown = super::server::cancel_on_signal();
+    crate::proxy::run_with_dns(client, config, dns, shutdown).await?;
     Ok(ExitCode::SUCCESS)
 }

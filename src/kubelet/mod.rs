@@ -26,7 +26,7 @@ pub mod status;
 pub mod volumes;
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,9 +42,8 @@ use self::node::{NodeAgent, NodeConfig, NodeError};
 use self::pods::{PodManager, Shared};
 use self::runtime::Runtime;
 use crate::apiserver::services::{ServiceCidr, cluster_dns_ip};
-use crate::dns::{DnsConfig, DnsServer};
-use crate::proxy::model::ServiceName;
-use crate::proxy::{Proxy, ProxyConfig};
+use crate::dns::DnsConfig;
+use crate::proxy::ProxyConfig;
 
 /// The kubelet API port upstream uses.
 pub const DEFAULT_KUBELET_PORT: u16 = 10250;
@@ -67,10 +66,8 @@ pub enum AgentError {
         #[source]
         source: std::io::Error,
     },
-    #[error("service proxy: {0}")]
-    Proxy(#[from] crate::proxy::ProxyError),
-    #[error("cluster DNS: {0}")]
-    Dns(#[from] crate::dns::DnsError),
+    #[error(transparent)]
+    Services(#[from] crate::proxy::ServicesError),
     #[error("creating the data dir {path}: {source}")]
     DataDir {
         path: PathBuf,
@@ -273,9 +270,11 @@ impl Agent {
         let server_task = tracker.spawn(server.run(shutdown.clone()));
         let health_task = tracker.spawn(watch_runtime(containerd, runtime_tx, shutdown.clone()));
         let services_task = config.proxy.then(|| {
-            tracker.spawn(run_services(
+            let (proxy, dns) = services_config(&config, host_ip);
+            tracker.spawn(crate::proxy::run_with_dns(
                 self.client.clone(),
-                services_config(&config, host_ip),
+                proxy,
+                dns,
                 shutdown.clone(),
             ))
         });
@@ -286,7 +285,7 @@ impl Agent {
         if let Some(task) = services_task
             && let Ok(Err(e)) = task.await
         {
-            return Err(e);
+            return Err(e.into());
         }
         pods?;
         if let Ok(Err(e)) = node_result {
@@ -313,52 +312,9 @@ fn services_config(
     let mut proxy = ProxyConfig::new(config.node_name.clone(), node_addresses);
     proxy.service_cidrs = vec![config.service_cidr];
     let dns = config.cluster_dns.map(|ip| {
-        // The DNS server answers on the kube-dns Service's address itself: the proxy only
-        // makes that address local.
-        proxy
-            .local_services
-            .push(ServiceName::new("kube-system", "kube-dns"));
-        let mut dns = DnsConfig::new(vec![SocketAddr::new(ip, 53)]);
-        dns.cluster_domain.clone_from(&config.cluster_domain);
-        dns.resolv_conf.clone_from(&config.resolv_conf);
-        dns
+        crate::proxy::cluster_dns(&mut proxy, ip, &config.cluster_domain, &config.resolv_conf)
     });
     (proxy, dns)
-}
-
-/// Run the service proxy and the cluster DNS server until `shutdown`; if either fails, stop
-/// the agent (a node whose Services do not work must not look healthy).
-async fn run_services(
-    client: kube::Client,
-    (proxy, dns): (ProxyConfig, Option<DnsConfig>),
-    shutdown: CancellationToken,
-) -> Result<(), AgentError> {
-    let proxy = Proxy::new(client.clone(), proxy).run(shutdown.clone());
-    let dns = async {
-        match dns {
-            Some(config) => DnsServer::new(client, config).run(shutdown.clone()).await,
-            None => Ok(()),
-        }
-    };
-    let (proxy, dns) = tokio::join!(
-        async {
-            let r = proxy.await;
-            if r.is_err() {
-                shutdown.cancel();
-            }
-            r
-        },
-        async {
-            let r = dns.await;
-            if r.is_err() {
-                shutdown.cancel();
-            }
-            r
-        }
-    );
-    proxy?;
-    dns?;
-    Ok(())
 }
 
 /// A Node without spec.podCIDR may be given one by the node IPAM controller right after

@@ -65,6 +65,70 @@ pub enum ProxyError {
     },
 }
 
+/// Failures of a node's Service plumbing: the proxy or the cluster DNS next to it.
+#[derive(Debug, thiserror::Error)]
+pub enum ServicesError {
+    #[error("service proxy: {0}")]
+    Proxy(#[from] ProxyError),
+    #[error("cluster DNS: {0}")]
+    Dns(#[from] crate::dns::DnsError),
+}
+
+/// The cluster DNS server for a node whose proxy runs with `proxy`: it answers on
+/// `ip`:53 itself, so the proxy only makes the kube-dns Service's address local.
+pub fn cluster_dns(
+    proxy: &mut ProxyConfig,
+    ip: IpAddr,
+    domain: &str,
+    resolv_conf: &std::path::Path,
+) -> crate::dns::DnsConfig {
+    proxy
+        .local_services
+        .push(ServiceName::new("kube-system", "kube-dns"));
+    let mut dns = crate::dns::DnsConfig::new(vec![SocketAddr::new(ip, 53)]);
+    dns.cluster_domain = domain.to_owned();
+    dns.resolv_conf = resolv_conf.to_owned();
+    dns
+}
+
+/// Run the proxy and, when given, the cluster DNS server until `shutdown`. If either
+/// fails it cancels `shutdown`, so whatever runs them stops too: a node whose Services
+/// do not work must not look healthy.
+pub async fn run_with_dns(
+    client: kube::Client,
+    proxy: ProxyConfig,
+    dns: Option<crate::dns::DnsConfig>,
+    shutdown: CancellationToken,
+) -> Result<(), ServicesError> {
+    let stop_on_error = |result: Result<(), ServicesError>| {
+        if result.is_err() {
+            shutdown.cancel();
+        }
+        result
+    };
+    let proxy = async {
+        stop_on_error(
+            Proxy::new(client.clone(), proxy)
+                .run(shutdown.clone())
+                .await
+                .map_err(ServicesError::from),
+        )
+    };
+    let dns = async {
+        match dns {
+            Some(config) => stop_on_error(
+                crate::dns::DnsServer::new(client.clone(), config)
+                    .run(shutdown.clone())
+                    .await
+                    .map_err(ServicesError::from),
+            ),
+            None => Ok(()),
+        }
+    };
+    let (proxy, dns) = tokio::join!(proxy, dns);
+    proxy.and(dns)
+}
+
 /// How a proxy runs.
 #[derive(Clone, Debug)]
 pub struct ProxyConfig {
@@ -573,6 +637,25 @@ impl Listener {
         }
         self.backends.close();
     }
+}
+
+/// A non-blocking socket of `kind` bound to `addr`. The address may be a cluster IP not
+/// on the node yet (IP_FREEBIND): addresses and sockets are set up concurrently.
+fn bind_socket(addr: SocketAddr, kind: socket2::Type) -> std::io::Result<socket2::Socket> {
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), kind, None)?;
+    // TCP: rebinding right after a listener closed must not wait for TIME_WAIT. Not UDP,
+    // where it would let a second proxy share the port silently.
+    if kind == socket2::Type::STREAM {
+        socket.set_reuse_address(true)?;
+    }
+    if addr.is_ipv4() {
+        socket.set_freebind_v4(true)?;
+    } else {
+        socket.set_freebind_v6(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    Ok(socket)
 }
 
 /// A listener's target for `port` on `ip`: the endpoints of `ip`'s address family.

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::fcntl::{OFlag, SpliceFFlags, splice};
-use socket2::{Domain, SockRef, Socket, Type};
+use socket2::{SockRef, Type};
 use tokio::io::Interest;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -26,18 +26,9 @@ const SPLICE_CHUNK: usize = 64 * 1024;
 /// Pending connections the kernel queues before accept.
 const BACKLOG: i32 = 4096;
 
-/// A listening socket on `addr`. The address may be a cluster IP not yet on the node
-/// (IP_FREEBIND): addresses and listeners are set up concurrently.
+/// A listening socket on `addr` (see [`super::bind_socket`]).
 pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
-    socket.set_reuse_address(true)?;
-    if addr.is_ipv4() {
-        socket.set_freebind_v4(true)?;
-    } else {
-        socket.set_freebind_v6(true)?;
-    }
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
+    let socket = super::bind_socket(addr, Type::STREAM)?;
     socket.listen(BACKLOG)?;
     TcpListener::from_std(socket.into())
 }

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use socket2::{Domain, Socket, Type};
+use socket2::Type;
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -23,18 +23,9 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest datagram relayed (the most UDP can carry).
 const MAX_DATAGRAM: usize = 65536;
 
-/// A UDP socket on `addr`, bindable before the address is on the node (IP_FREEBIND).
+/// A UDP socket on `addr` (see [`super::bind_socket`]).
 pub fn bind(addr: SocketAddr) -> io::Result<UdpSocket> {
-    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, None)?;
-    socket.set_reuse_address(true)?;
-    if addr.is_ipv4() {
-        socket.set_freebind_v4(true)?;
-    } else {
-        socket.set_freebind_v6(true)?;
-    }
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    UdpSocket::from_std(socket.into())
+    UdpSocket::from_std(super::bind_socket(addr, Type::DGRAM)?.into())
 }
 
 struct Session {
