@@ -579,44 +579,40 @@ fn small_cidr(server: ApiServer) -> ApiServer {
     server.with_service_cidr("10.99.0.0/28".parse().unwrap())
 }
 
+/// Create Services `s<i>` for `range` on `server`, each with a cluster IP not in `ips`.
+async fn create_distinct(
+    server: &TestServer,
+    range: std::ops::Range<usize>,
+    ips: &mut HashSet<String>,
+) {
+    let api: Api<Service> = Api::namespaced(server.client(), "default");
+    for i in range {
+        let svc = api
+            .create(
+                &PostParams::default(),
+                &service(&format!("s{i}"), json!({"ports": [{"port": 80}]})),
+            )
+            .await
+            .unwrap();
+        assert!(
+            ips.insert(cluster_ip(&svc)),
+            "duplicate {}",
+            cluster_ip(&svc)
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_restart_keeps_every_allocation() {
     let dir = tempfile::tempdir().unwrap();
     let first = TestServer::start_in(dir.path(), small_cidr).await;
-    let api: Api<Service> = Api::namespaced(first.client(), "default");
     let mut ips = HashSet::from(["10.99.0.1".to_owned(), "10.99.0.10".to_owned()]);
-    for i in 0..6 {
-        let svc = api
-            .create(
-                &PostParams::default(),
-                &service(&format!("s{i}"), json!({"ports": [{"port": 80}]})),
-            )
-            .await
-            .unwrap();
-        assert!(
-            ips.insert(cluster_ip(&svc)),
-            "duplicate {}",
-            cluster_ip(&svc)
-        );
-    }
+    create_distinct(&first, 0..6, &mut ips).await;
     first.stop().await;
 
     let second = TestServer::start_in(dir.path(), small_cidr).await;
+    create_distinct(&second, 6..12, &mut ips).await;
     let api: Api<Service> = Api::namespaced(second.client(), "default");
-    for i in 6..12 {
-        let svc = api
-            .create(
-                &PostParams::default(),
-                &service(&format!("s{i}"), json!({"ports": [{"port": 80}]})),
-            )
-            .await
-            .unwrap();
-        assert!(
-            ips.insert(cluster_ip(&svc)),
-            "duplicate {}",
-            cluster_ip(&svc)
-        );
-    }
     assert_eq!(ips.len(), 14);
     let full = api
         .create(

@@ -76,8 +76,7 @@ impl Cluster {
     /// A busybox httpd pod labelled `app`, serving its name at `/` on 8080, Ready while
     /// the file `ready` exists in its web root (an emptyDir the test can reach).
     async fn web_pod(&self, name: &str, app: &str) -> Pod {
-        let pod: Pod = serde_json::from_value(json!({
-            "apiVersion": "v1", "kind": "Pod",
+        self.create_pod(json!({
             "metadata": {"name": name, "namespace": "default", "labels": {"app": app}},
             "spec": {
                 "nodeName": "box1",
@@ -93,18 +92,12 @@ impl Cluster {
                 }],
             },
         }))
-        .unwrap();
-        self.node
-            .pods()
-            .create(&PostParams::default(), &pod)
-            .await
-            .unwrap()
+        .await
     }
 
     /// A pod running `script` once (a client inside the cluster network).
     async fn client_pod(&self, name: &str, script: &str) -> Pod {
-        let pod: Pod = serde_json::from_value(json!({
-            "apiVersion": "v1", "kind": "Pod",
+        self.create_pod(json!({
             "metadata": {"name": name, "namespace": "default"},
             "spec": {
                 "nodeName": "box1",
@@ -113,7 +106,13 @@ impl Cluster {
                 "containers": [{"name": "client", "image": IMAGE, "command": ["sh", "-c", script]}],
             },
         }))
-        .unwrap();
+        .await
+    }
+
+    async fn create_pod(&self, mut pod: serde_json::Value) -> Pod {
+        pod["apiVersion"] = json!("v1");
+        pod["kind"] = json!("Pod");
+        let pod: Pod = serde_json::from_value(pod).unwrap();
         self.node
             .pods()
             .create(&PostParams::default(), &pod)
