@@ -23,6 +23,8 @@ use super::backends::BackendSet;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Bytes moved per splice call: the default pipe's capacity.
 const SPLICE_CHUNK: usize = 64 * 1024;
+/// The pipe a bulk transfer grows to (Linux's default pipe-max-size).
+const BULK_PIPE: usize = 1024 * 1024;
 /// Pending connections the kernel queues before accept.
 const BACKLOG: i32 = 4096;
 
@@ -155,20 +157,15 @@ async fn splice_one_way(
     (pipe_out, pipe_in): (OwnedFd, OwnedFd),
 ) -> io::Result<()> {
     let flags = SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_NONBLOCK;
+    let mut chunk = SPLICE_CHUNK;
     loop {
-        // The pipe is empty here, so EAGAIN can only mean the socket has nothing to read.
+        // The pipe is empty here, so EAGAIN can only mean the socket has nothing to read
+        // (which is what lets try_io clear the socket's readiness on it).
         let n = loop {
             from.readable().await?;
             match from.try_io(Interest::READABLE, || {
-                splice(
-                    from.as_fd(),
-                    None,
-                    pipe_in.as_fd(),
-                    None,
-                    SPLICE_CHUNK,
-                    flags,
-                )
-                .map_err(io::Error::from)
+                splice(from.as_fd(), None, pipe_in.as_fd(), None, chunk, flags)
+                    .map_err(io::Error::from)
             }) {
                 Ok(n) => break n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
@@ -189,6 +186,18 @@ async fn splice_one_way(
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Err(e),
             }
+        }
+        // A read that filled the pipe is a bulk transfer: a bigger pipe moves more per
+        // pair of calls. Only such connections pay for it; request/response traffic keeps
+        // the default pipe.
+        if n == chunk
+            && chunk < BULK_PIPE
+            && let Ok(size) = nix::fcntl::fcntl(
+                pipe_in.as_fd(),
+                nix::fcntl::FcntlArg::F_SETPIPE_SZ(BULK_PIPE as i32),
+            )
+        {
+            chunk = usize::try_from(size).unwrap_or(SPLICE_CHUNK);
         }
     }
 }
