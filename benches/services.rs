@@ -35,27 +35,28 @@
 
 #[path = "../tests/support/containerd.rs"]
 mod containerd_support;
+#[path = "support/harness.rs"]
+mod harness;
 #[path = "../tests/support/image.rs"]
 mod image_support;
 #[path = "../tests/support/process.rs"]
 mod process;
 
-use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::collections::HashSet;
+use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use containerd_support::ContainerdInstance;
 use futures::{StreamExt, TryStreamExt};
+use harness::*;
 use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
-use moor::kubelet::network::{Network, NetworkConfig};
 use process::{Proc, free_port};
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -83,15 +84,6 @@ const REQUEST: usize = 64;
 /// Bytes per read or write call in bulk transfers.
 const CHUNK: usize = 1 << 20;
 
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn arg_f64(name: &str, default: f64) -> f64 {
     let args: Vec<String> = std::env::args().collect();
     args.iter()
@@ -101,59 +93,8 @@ fn arg_f64(name: &str, default: f64) -> f64 {
         .unwrap_or(default)
 }
 
-fn arg_str(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .cloned()
-}
-
 fn has_flag(name: &str) -> bool {
     std::env::args().any(|a| a == name)
-}
-
-/// Nearest-rank percentile of `xs` (any order), `p` in (0, 1].
-fn pct(xs: &[f64], p: f64) -> f64 {
-    if xs.is_empty() {
-        return f64::NAN;
-    }
-    let mut v = xs.to_vec();
-    v.sort_by(f64::total_cmp);
-    let rank = ((p * v.len() as f64).ceil() as usize).clamp(1, v.len());
-    v[rank - 1]
-}
-
-fn median(xs: &[f64]) -> f64 {
-    let mut v = xs.to_vec();
-    v.sort_by(f64::total_cmp);
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
-/// A field of /proc/PID/status in KiB (VmRSS, VmHWM).
-fn status_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-fn clock_hz() -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    unsafe { libc::sysconf(libc::_SC_CLK_TCK) as f64 }
 }
 
 /// CPU seconds (user + system) a process has used, from /proc/PID/stat.
@@ -183,164 +124,6 @@ fn machine_seconds() -> (f64, f64) {
         .sum();
     let steal = f.get(7).copied().unwrap_or(0.0);
     (busy / clock_hz(), steal / clock_hz())
-}
-
-/// A child that the kernel kills when this process dies (a Ctrl-C of the bench).
-fn spawn_tied(cmd: &mut Command) -> std::io::Result<Child> {
-    // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and touches no parent memory.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    cmd.spawn()
-}
-
-/// Reads `child`'s stdout until a line starting with `prefix` (then drains it on a thread);
-/// panics with `log`'s tail if the process exits first.
-fn wait_for_line(child: &mut Child, prefix: &str, log: &Path) {
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    loop {
-        match lines.next() {
-            Some(Ok(line)) if line.starts_with(prefix) => break,
-            Some(Ok(_)) => continue,
-            _ => panic!(
-                "the process exited before printing {prefix:?}; its log:\n{}",
-                tail(log)
-            ),
-        }
-    }
-    std::thread::spawn(move || for _ in lines {});
-}
-
-fn tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(40)..].join("\n")
-}
-
-/// CPU time used by processes that are not the bench's (other people's builds and tests
-/// on this shared machine): it inflates every figure, so the bench says how much there was.
-/// Ours are the bench's descendants (server, agent, CNI plugins, containerd) and the
-/// descendants of our containerd's shims (runc, loggers, the pod's servers); kernel threads
-/// are left out. Sampled every 200 ms, so processes living shorter than that are missed.
-#[derive(Clone, Default)]
-struct Contention(Arc<Mutex<HashMap<String, u64>>>);
-
-/// (ppid, comm, utime + stime, starttime) from /proc/PID/stat, times in clock ticks.
-fn proc_stat(pid: u32) -> Option<(u32, String, u64, u64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (head, rest) = stat.rsplit_once(')')?;
-    let comm = head.split_once('(')?.1.to_owned();
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // After the command: state is field 3 (index 0), ppid 4, utime 14, stime 15,
-    // starttime 22.
-    let num = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok());
-    Some((
-        u32::try_from(num(1)?).ok()?,
-        comm,
-        num(11)? + num(12)?,
-        num(19)?,
-    ))
-}
-
-impl Contention {
-    fn start(containerd_dir: String) -> Contention {
-        let c = Contention::default();
-        let total = c.0.clone();
-        let me = std::process::id();
-        let hz = clock_hz();
-        let uptime = || {
-            std::fs::read_to_string("/proc/uptime")
-                .ok()
-                .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
-        let since = (uptime() * hz) as u64;
-        std::thread::spawn(move || {
-            let mut last: HashMap<u32, u64> = HashMap::new();
-            loop {
-                let mut procs = HashMap::new();
-                for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-                    let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok())
-                    else {
-                        continue;
-                    };
-                    if let Some(st) = proc_stat(pid) {
-                        procs.insert(pid, st);
-                    }
-                }
-                let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
-                for (pid, (ppid, ..)) in &procs {
-                    children.entry(*ppid).or_default().push(*pid);
-                }
-                let mut ours: HashSet<u32> = HashSet::new();
-                let mut todo = vec![me];
-                for (pid, (_, comm, ..)) in &procs {
-                    if comm.starts_with("containerd-shim")
-                        && std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
-                            c.is_empty() || String::from_utf8_lossy(&c).contains(&containerd_dir)
-                        })
-                    {
-                        todo.push(*pid);
-                    }
-                }
-                while let Some(pid) = todo.pop() {
-                    if ours.insert(pid) {
-                        todo.extend(children.get(&pid).into_iter().flatten().copied());
-                    }
-                }
-                let mut now = HashMap::new();
-                let mut by_comm = total.lock().unwrap();
-                for (pid, (ppid, comm, ticks, start)) in &procs {
-                    if ours.contains(pid) || *pid == 2 || *ppid == 2 {
-                        continue;
-                    }
-                    let added = match last.get(pid) {
-                        Some(before) => ticks.saturating_sub(*before),
-                        None if *start >= since => *ticks,
-                        None => 0,
-                    };
-                    if added > 0 {
-                        *by_comm.entry(comm.clone()).or_default() += added;
-                    }
-                    now.insert(*pid, *ticks);
-                }
-                drop(by_comm);
-                last = now;
-                std::thread::sleep(Duration::from_millis(200));
-            }
-        });
-        c
-    }
-
-    /// CPU seconds used by others since the last call, and by whom (the top three).
-    fn take(&self) -> (f64, String) {
-        let hz = clock_hz();
-        let by_comm = std::mem::take(&mut *self.0.lock().unwrap());
-        let mut top: Vec<(String, u64)> = by_comm.into_iter().collect();
-        top.sort_by_key(|t| std::cmp::Reverse(t.1));
-        let total = top.iter().map(|(_, t)| *t).sum::<u64>() as f64 / hz;
-        let who = top
-            .iter()
-            .take(3)
-            .map(|(c, t)| format!("{c} {:.1} s", *t as f64 / hz))
-            .collect::<Vec<_>>()
-            .join(", ");
-        (total, who)
-    }
-
-    /// Prints and records what others used in `section`, if it matters.
-    fn report(&self, section: &str, disturbed: &mut Vec<String>) {
-        let (others, who) = self.take();
-        if others > 0.5 {
-            println!("  ({section}: other processes used {others:.1} CPU s meanwhile: {who})");
-            disturbed.push(format!("{section}: {others:.1} CPU s"));
-        }
-    }
 }
 
 fn service_cidr() -> (u32, u32) {
@@ -408,22 +191,6 @@ fn service_listeners(port: u16) -> usize {
         .count()
 }
 
-/// Deletes the bridge when dropped (and any left by an earlier, killed run when made).
-struct BridgeGuard;
-
-impl BridgeGuard {
-    fn new() -> Self {
-        let _ = Command::new("ip").args(["link", "del", BRIDGE]).output();
-        BridgeGuard
-    }
-}
-
-impl Drop for BridgeGuard {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["link", "del", BRIDGE]).output();
-    }
-}
-
 /// Removes service-range addresses left on the machine (by a killed run, or an agent that did not
 /// get to clean up) when made and when dropped.
 struct AddressGuard;
@@ -444,59 +211,6 @@ impl Drop for AddressGuard {
         if n > 0 {
             eprintln!("  cleaning up {n} addresses in {SERVICE_CIDR} left behind");
         }
-    }
-}
-
-/// Tears down whatever pod networks the agent left (namespaces, veths, leases, NAT rules)
-/// through the agent's own code, once the agent is gone; a no-op after a clean teardown.
-struct NetworkGuard {
-    data_dir: PathBuf,
-}
-
-impl NetworkGuard {
-    fn network(&self) -> Option<Network> {
-        Network::new(
-            NetworkConfig::new(POD_CIDR, self.data_dir.join("network")).with_bridge(BRIDGE),
-        )
-        .ok()
-    }
-
-    /// Pod network records left.
-    fn left(&self) -> usize {
-        std::fs::read_dir(self.data_dir.join("network").join("pods"))
-            .map(|d| {
-                d.filter_map(Result::ok)
-                    .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
-                    .count()
-            })
-            .unwrap_or(0)
-    }
-}
-
-impl Drop for NetworkGuard {
-    fn drop(&mut self) {
-        let Some(net) = self.network() else {
-            return;
-        };
-        // Own runtime on a thread: drop may run inside the bench's runtime.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
-            rt.block_on(async {
-                let pods = net.pods().await.ok()?;
-                if !pods.is_empty() {
-                    eprintln!("  cleaning up {} pod networks left behind", pods.len());
-                }
-                for uid in pods {
-                    let _ = net.teardown(&uid).await;
-                }
-                let _ = net.release_netns_dir();
-                Some(())
-            })
-        })
-        .join();
     }
 }
 
@@ -523,7 +237,7 @@ impl Bench {
 
     async fn start() -> Bench {
         let moor = env!("CARGO_BIN_EXE_moor");
-        let bridge = BridgeGuard::new();
+        let bridge = BridgeGuard::new(BRIDGE);
         let addresses = AddressGuard::new();
         let dir = tempfile::tempdir().unwrap();
         let containerd = ContainerdInstance::start();
@@ -567,6 +281,8 @@ impl Bench {
         let server = Proc(server);
         let networks = NetworkGuard {
             data_dir: dir.path().join("agent"),
+            pod_cidr: POD_CIDR,
+            bridge: BRIDGE,
         };
         let config = kube::Config::new(format!("http://127.0.0.1:{port}").parse().unwrap());
         let client = kube::Client::try_from(config).unwrap();
