@@ -144,23 +144,25 @@ async fn scales_up_and_down_with_exact_counts_and_status() {
             "a ready pod was deleted first"
         );
     }
+    // Events are written in the background, after the pods they tell of.
     let events: Api<Event> = Api::namespaced(client.clone(), "default");
-    let reasons: Vec<String> = events
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter_map(|e| e.reason)
-        .collect();
-    assert!(
-        reasons.iter().any(|r| r == "SuccessfulCreate"),
-        "{reasons:?}"
-    );
-    assert!(
-        reasons.iter().any(|r| r == "SuccessfulDelete"),
-        "{reasons:?}"
-    );
+    eventually_ok!("SuccessfulCreate and SuccessfulDelete events", {
+        let reasons: Vec<String> = events
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter_map(|e| e.reason)
+            .collect();
+        if reasons.iter().any(|r| r == "SuccessfulCreate")
+            && reasons.iter().any(|r| r == "SuccessfulDelete")
+        {
+            Ok(())
+        } else {
+            Err(reasons)
+        }
+    });
     shutdown.cancel();
 }
 
