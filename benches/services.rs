@@ -84,15 +84,6 @@ const REQUEST: usize = 64;
 /// Bytes per read or write call in bulk transfers.
 const CHUNK: usize = 1 << 20;
 
-fn arg_f64(name: &str, default: f64) -> f64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn has_flag(name: &str) -> bool {
     std::env::args().any(|a| a == name)
 }
@@ -1292,7 +1283,7 @@ fn us(xs: &[f64]) -> String {
 #[tokio::main]
 async fn main() {
     let transfers = arg("--transfers", 7).max(1);
-    let seconds = arg_f64("--seconds", 3.0);
+    let seconds = arg("--seconds", 3.0);
     let round_trips_n = arg("--round-trips", 4000).max(20);
     let connections = arg("--connections", 300).max(2);
     let services_n = arg("--services", 5000).max(1);

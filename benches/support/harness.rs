@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use moor::kubelet::network::{Network, NetworkConfig};
 
-pub fn arg(name: &str, default: usize) -> usize {
+/// The value after `name` on the command line, parsed; `default` when absent or unparsable.
+pub fn arg<T: std::str::FromStr>(name: &str, default: T) -> T {
     let args: Vec<String> = std::env::args().collect();
     args.iter()
         .position(|a| a == name)
