@@ -17,9 +17,6 @@ pub struct AgentArgs {
     /// Kubeconfig of the cluster (moor server writes one to its data dir).
     #[arg(long, env = "KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
-    /// The Node's name (default: this machine's hostname).
-    #[arg(long)]
-    pub node_name: Option<String>,
     /// containerd's socket.
     #[arg(long, default_value = crate::kubelet::containerd::DEFAULT_SOCKET)]
     pub containerd_socket: PathBuf,
@@ -27,6 +24,18 @@ pub struct AgentArgs {
     /// imported at start.
     #[arg(long, default_value = "/var/lib/moor/agent")]
     pub data_dir: PathBuf,
+    #[command(flatten)]
+    pub node: NodeArgs,
+    #[command(flatten)]
+    pub network: super::proxy::ServiceNetworkArgs,
+}
+
+/// How this machine runs as a node: shared by `moor agent` and `moor up`.
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    /// The Node's name (default: this machine's hostname).
+    #[arg(long)]
+    pub node_name: Option<String>,
     /// This node's pod range when its Node has no spec.podCIDR.
     #[arg(long, default_value = DEFAULT_POD_CIDR)]
     pub pod_cidr: String,
@@ -36,7 +45,7 @@ pub struct AgentArgs {
     /// Where the CNI plugins are (searched in order).
     #[arg(long = "cni-bin-dir", default_values = crate::kubelet::network::DEFAULT_CNI_BIN_DIRS)]
     pub cni_bin_dirs: Vec<PathBuf>,
-    /// The kubelet API port (container logs); 0 picks a free one.
+    /// The kubelet API port (container logs, metrics); 0 picks a free one.
     #[arg(long, default_value_t = DEFAULT_KUBELET_PORT)]
     pub kubelet_port: u16,
     /// The node's InternalIP (default: this machine's first non-loopback IPv4).
@@ -57,8 +66,27 @@ pub struct AgentArgs {
     /// nothing: Services then have no cluster IPs on this machine).
     #[arg(long)]
     pub no_proxy: bool,
-    #[command(flatten)]
-    pub network: super::proxy::ServiceNetworkArgs,
+}
+
+impl NodeArgs {
+    /// The agent's configuration from these flags, for `data_dir` and containerd at
+    /// `socket`; the service network and DNS are set by the caller.
+    pub fn config(&self, data_dir: PathBuf, socket: PathBuf) -> anyhow::Result<AgentConfig> {
+        let mut config = AgentConfig::new(node_name(self.node_name.clone())?, data_dir);
+        config.containerd_socket = socket;
+        config.pod_cidr.clone_from(&self.pod_cidr);
+        config.bridge.clone_from(&self.bridge);
+        config.cni_bin_dirs.clone_from(&self.cni_bin_dirs);
+        config.kubelet_port = self.kubelet_port;
+        config.address = self.node_ip;
+        config
+            .insecure_registries
+            .clone_from(&self.insecure_registries);
+        config.disk_pressure_percent = self.disk_pressure_below;
+        config.proxy = !self.no_proxy;
+        config.labels = self.node_labels.iter().cloned().collect::<BTreeMap<_, _>>();
+        Ok(config)
+    }
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
@@ -82,25 +110,37 @@ pub(super) fn node_name(given: Option<String>) -> anyhow::Result<String> {
 /// Run `moor agent` until SIGINT or SIGTERM; containers keep running after it exits.
 pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     let client = super::diff::connect(args.kubeconfig.clone()).await?;
-    let node_name = node_name(args.node_name)?;
-    let mut config = AgentConfig::new(node_name.clone(), args.data_dir);
-    config.containerd_socket = args.containerd_socket;
-    config.pod_cidr = args.pod_cidr;
-    config.bridge = args.bridge;
-    config.cni_bin_dirs = args.cni_bin_dirs;
-    config.kubelet_port = args.kubelet_port;
-    config.address = args.node_ip;
-    config.insecure_registries = args.insecure_registries;
-    config.disk_pressure_percent = args.disk_pressure_below;
-    config.proxy = !args.no_proxy;
+    let mut config = args.node.config(args.data_dir, args.containerd_socket)?;
     config.service_cidr = args.network.service_cidr;
     config.cluster_dns = Some(args.network.cluster_dns());
-    config.cluster_domain = args.network.cluster_domain.clone();
-    config.resolv_conf = args.network.resolv_conf.clone();
-    config.labels = args.node_labels.into_iter().collect::<BTreeMap<_, _>>();
+    config.cluster_domain = args.network.dns.cluster_domain.clone();
+    config.resolv_conf = args.network.dns.resolv_conf.clone();
     let shutdown = super::server::cancel_on_signal();
+    let agent = Agent::new(client, config.clone());
+    run_agent(agent, &config, shutdown, std::time::Instant::now()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Run `agent` until `shutdown`, printing its progress lines: the Node once registered,
+/// and the service proxy and DNS when they run.
+pub async fn run_agent(
+    agent: Agent,
+    config: &AgentConfig,
+    shutdown: tokio_util::sync::CancellationToken,
+    started: std::time::Instant,
+) -> anyhow::Result<()> {
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    let agent = Agent::new(client, config).with_ready_signal(ready_tx);
+    let agent = agent.with_ready_signal(ready_tx);
+    let node_name = config.node_name.clone();
+    let services = config.proxy.then(|| {
+        format!(
+            "proxy+dns  {}  dns {}",
+            config.service_cidr,
+            config
+                .cluster_dns
+                .map_or_else(|| "off".to_owned(), |ip| ip.to_string())
+        )
+    });
     let announce = tokio::spawn(async move {
         if let Ok(node) = ready_rx.await {
             let cidr = node
@@ -108,10 +148,23 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
                 .as_ref()
                 .and_then(|s| s.pod_cidr.clone())
                 .unwrap_or_else(|| "(no podCIDR)".into());
-            println!("agent      node \"{node_name}\" registered  {cidr}");
+            let address = node
+                .status
+                .as_ref()
+                .and_then(|s| s.addresses.as_ref())
+                .and_then(|a| a.iter().find(|a| a.type_ == "InternalIP"))
+                .map(|a| a.address.clone())
+                .unwrap_or_default();
+            println!(
+                "agent      node \"{node_name}\" registered  {address}  pods {cidr}  ready {} ms",
+                started.elapsed().as_millis()
+            );
+            if let Some(line) = services {
+                println!("{line}");
+            }
         }
     });
-    agent.run(shutdown).await.context("node agent")?;
+    let result = agent.run(shutdown).await.context("node agent");
     announce.abort();
-    Ok(ExitCode::SUCCESS)
+    result
 }

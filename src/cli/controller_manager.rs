@@ -29,6 +29,9 @@ pub struct LeaderElectionArgs {
     /// How often candidates try to acquire and the leader renews.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub leader_elect_retry_period: Duration,
+    /// This candidate's identity; a unique one per start when None.
+    #[arg(skip)]
+    pub identity: Option<String>,
 }
 
 impl LeaderElectionArgs {
@@ -43,6 +46,9 @@ impl LeaderElectionArgs {
             );
         }
         let mut config = LeaderConfig::new(lease);
+        if let Some(identity) = &self.identity {
+            config.identity.clone_from(identity);
+        }
         config.lease_duration = self.leader_elect_lease_duration;
         config.renew_deadline = self.leader_elect_renew_deadline;
         config.retry_period = self.leader_elect_retry_period;

@@ -9,6 +9,7 @@ pub mod proxy;
 pub mod scheduler;
 pub mod server;
 pub mod store;
+pub mod up;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -29,13 +30,26 @@ pub struct Cli {
     /// Log filter (tracing's env-filter syntax), e.g. `info` or `moor=debug`.
     #[arg(long, global = true, env = "MOOR_LOG", default_value = "info")]
     pub log: String,
+    /// Log lines as readable text, or as JSON objects (one per line) for machines.
+    #[arg(long, global = true, env = "MOOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// How log lines are written (to stderr).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 /// Every subcommand.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the whole cluster on this machine: store, API server, controllers, scheduler,
+    /// GitOps, a private containerd, the node agent, the service proxy and DNS.
+    Up(Box<up::UpArgs>),
     /// Run the API server over the store (embedded, or etcd with --etcd-endpoints).
     Server(Box<server::ServerArgs>),
     /// Inspect, back up and restore the cluster store.
@@ -68,15 +82,19 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         // Before tracing and the async runtime: this process only copies bytes.
         crate::kubelet::logs::run_driver(file);
     }
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(log_filter(&cli.log)?)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
         match cli.command {
+            Command::Up(args) => up::run(*args).await,
             Command::Server(args) => server::run(*args).await,
             Command::Store(args) => store::run(args).await,
             Command::Diff(args) => diff::run(args).await,

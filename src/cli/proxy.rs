@@ -21,6 +21,14 @@ pub struct ServiceNetworkArgs {
     /// the 10th address of --service-cidr, the kube-dns Service's).
     #[arg(long)]
     pub cluster_dns: Option<IpAddr>,
+    #[command(flatten)]
+    pub dns: ClusterDnsArgs,
+}
+
+/// Cluster DNS's domain and upstreams (`moor up` takes these without the range flags, which
+/// it shares with the API server).
+#[derive(Debug, Args)]
+pub struct ClusterDnsArgs {
     /// The cluster's DNS domain.
     #[arg(long, default_value = crate::kubelet::dns::DEFAULT_CLUSTER_DOMAIN)]
     pub cluster_domain: String,
@@ -77,8 +85,8 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
         crate::proxy::cluster_dns(
             &mut config,
             dns_ip,
-            &args.network.cluster_domain,
-            &args.network.resolv_conf,
+            &args.network.dns.cluster_domain,
+            &args.network.dns.resolv_conf,
         )
     });
     println!(

@@ -31,7 +31,7 @@ const GITOPS_LEASE: &str = "moor-gitops";
 #[derive(Debug, Args)]
 pub struct ServerArgs {
     #[command(flatten)]
-    backend: StoreBackendArgs,
+    pub(super) backend: StoreBackendArgs,
     /// Address to serve the Kubernetes API on. Plain HTTP, so loopback only until TLS lands.
     #[arg(long, default_value = "127.0.0.1:6443")]
     listen: SocketAddr,
@@ -50,7 +50,7 @@ pub struct ServerArgs {
     /// The IPv4 range Services' cluster IPs come from. Its first address is the
     /// `kubernetes` Service's, its 10th the cluster DNS's (`kube-system/kube-dns`).
     #[arg(long, value_name = "CIDR", default_value = DEFAULT_SERVICE_CIDR)]
-    service_cluster_ip_range: ServiceCidr,
+    pub(super) service_cluster_ip_range: ServiceCidr,
     /// The ports NodePort (and LoadBalancer) Services are given, FIRST-LAST.
     #[arg(long, value_name = "RANGE", default_value = "30000-32767")]
     service_node_port_range: NodePortRange,
@@ -82,154 +82,298 @@ pub struct ServerArgs {
 
 /// Run `moor server` until SIGINT or SIGTERM.
 pub async fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
-    if !args.listen.ip().is_loopback() {
-        anyhow::bail!(
-            "--listen {}: moor serves plain HTTP for now, so it only listens on loopback addresses (127.0.0.1, ::1)",
-            args.listen
-        );
-    }
     let started = Instant::now();
     let shutdown = CancellationToken::new();
-    let (store, embedded): (Arc<dyn Store>, Option<EmbeddedStore>) =
-        if args.backend.etcd_endpoints.is_empty() {
-            let db = args.backend.db_path();
-            let store = EmbeddedStore::open(&db).await.with_context(|| {
-                format!("opening the store in {}", args.backend.data_dir.display())
-            })?;
-            let revision = store.current_revision().await?;
-            println!(
-                "store      embedded  {} (rev {revision})  ready {} ms",
-                db.display(),
-                started.elapsed().as_millis()
-            );
-            (Arc::new(store.clone()), Some(store))
-        } else {
-            let store = args.backend.connect_etcd().await?;
-            println!(
-                "store      etcd  {}  ready {} ms",
-                args.backend.etcd_endpoints.join(","),
-                started.elapsed().as_millis()
-            );
-            (Arc::new(store), None)
-        };
-    let compactor = tokio::spawn(Compactor::new(store.clone()).run(shutdown.clone()));
-
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("listening on {}", args.listen))?;
-    let addr = listener.local_addr()?;
-    let advertise = SocketAddr::new(
-        advertise_ip(args.advertise_address, addr.ip())?,
-        addr.port(),
-    );
-    let server = ApiServer::new(store, shutdown.clone())
-        .with_shared_store(embedded.is_none())
-        .with_service_cidr(args.service_cluster_ip_range)
-        .with_node_port_range(args.service_node_port_range)
-        .with_advertise(advertise);
-    server.start().await.context("starting the API server")?;
-    std::fs::create_dir_all(&args.backend.data_dir)
-        .with_context(|| format!("creating {}", args.backend.data_dir.display()))?;
-    let kubeconfig = args.backend.data_dir.join("kubeconfig.yaml");
-    write_kubeconfig(&kubeconfig, &format!("http://{addr}"))?;
-    println!(
-        "apiserver  http://{addr}  kubeconfig: {}  ready {} ms",
-        kubeconfig.display(),
-        started.elapsed().as_millis()
-    );
-    println!(
-        "           kubectl --kubeconfig {} get namespaces",
-        kubeconfig.display()
-    );
-    let cidr = args.service_cluster_ip_range;
-    println!(
-        "services   {cidr}  node ports {}  kubernetes {} -> {advertise}  dns {}",
-        args.service_node_port_range,
-        kubernetes_service_ip(&cidr),
-        cluster_dns_ip(&cidr),
-    );
-
-    let client = server.client();
-    if let Some(spec) = source_spec(&args)? {
-        let origin = match (&spec.directory, &spec.git) {
-            (Some(dir), _) => format!("folder {}", dir.path),
-            (_, Some(git)) => format!("git {}", crate::gitops::source::git::redact_url(&git.url)),
-            _ => String::new(),
-        };
-        declare_source(&client, &args.source_name, spec)
-            .await
-            .context("creating the ManifestSource")?;
-        println!(
-            "source     {}  ({origin})  kubectl get manifestsources",
-            args.source_name
-        );
-    }
-    let controllers = if args.disable_controllers {
-        None
-    } else {
-        let manager = args.controllers.manager(
-            client.clone(),
-            args.backend.data_dir.clone(),
-            &args.leader,
-        )?;
-        println!(
-            "controllers {}",
-            args.leader.describe(controller_manager::LEASE_NAME)
-        );
-        Some(tokio::spawn(manager.run(shutdown.clone())))
-    };
-    let scheduler = if args.disable_scheduler {
-        None
-    } else {
-        let scheduler = args.scheduler.scheduler(client.clone(), &args.leader)?;
-        println!(
-            "scheduler  {}",
-            args.leader.describe(crate::scheduler::LEASE_NAME)
-        );
-        Some(tokio::spawn(scheduler.run(shutdown.clone())))
-    };
-    let gitops = if args.disable_gitops {
-        None
-    } else {
-        let cache = args.backend.data_dir.join("gitops");
-        let run_sources = move |client: kube::Client, cache: PathBuf, token: CancellationToken| async move {
-            if let Err(e) = SourceController::new(client, cache).run(token).await {
-                tracing::warn!(error = %e, "the source controller stopped");
-            }
-        };
-        // Several servers on one etcd: only the holder of this Lease syncs sources.
-        Some(match args.leader.config(GITOPS_LEASE)? {
-            Some(config) => tokio::spawn(run_while_leader(
-                client.clone(),
-                config,
-                shutdown.clone(),
-                move |token| run_sources(client.clone(), cache.clone(), token),
-            )),
-            None => tokio::spawn(run_sources(client, cache, shutdown.clone())),
-        })
-    };
-
+    let plane = ControlPlane::start(&args, shutdown.clone(), started).await?;
     let signal = shutdown.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
         tracing::info!("shutting down");
         signal.cancel();
     });
-    server.serve(listener).await.context("serving the API")?;
-    for task in [controllers, scheduler].into_iter().flatten() {
-        let _ = task.await;
-    }
-    if let Some(gitops) = gitops
-        && let Err(e) = gitops.await
-    {
-        tracing::warn!(error = %e, "the source controller panicked");
-    }
-    let _ = compactor.await;
-    if let Some(store) = embedded {
-        store.close().await;
-    }
+    plane.serve().await?;
     println!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The control plane of one process: the store, the API server, and unless disabled the
+/// controllers, the scheduler and the GitOps source controller, all using the API server's
+/// in-process client. `moor server` is this alone; `moor up` adds a node agent.
+pub struct ControlPlane {
+    server: ApiServer,
+    listener: tokio::net::TcpListener,
+    addr: SocketAddr,
+    kubeconfig: PathBuf,
+    compactor: tokio::task::JoinHandle<Result<(), crate::store::StoreError>>,
+    embedded: Option<EmbeddedStore>,
+    tasks: Vec<(&'static str, tokio::task::JoinHandle<()>)>,
+}
+
+impl ControlPlane {
+    /// Open the store, start the API server (not yet serving TCP: see [`Self::serve`]),
+    /// write the kubeconfig and start the in-process components, printing one line each.
+    pub async fn start(
+        args: &ServerArgs,
+        shutdown: CancellationToken,
+        started: Instant,
+    ) -> anyhow::Result<Self> {
+        if !args.listen.ip().is_loopback() {
+            anyhow::bail!(
+                "--listen {}: moor serves plain HTTP for now, so it only listens on loopback addresses (127.0.0.1, ::1)",
+                args.listen
+            );
+        }
+        let (store, embedded): (Arc<dyn Store>, Option<EmbeddedStore>) =
+            if args.backend.etcd_endpoints.is_empty() {
+                let db = args.backend.db_path();
+                let store = EmbeddedStore::open(&db).await.with_context(|| {
+                    format!("opening the store in {}", args.backend.data_dir.display())
+                })?;
+                let revision = store.current_revision().await?;
+                println!(
+                    "store      embedded  {} (rev {revision})  ready {} ms",
+                    db.display(),
+                    started.elapsed().as_millis()
+                );
+                (Arc::new(store.clone()), Some(store))
+            } else {
+                let store = args.backend.connect_etcd().await?;
+                println!(
+                    "store      etcd  {}  ready {} ms",
+                    args.backend.etcd_endpoints.join(","),
+                    started.elapsed().as_millis()
+                );
+                (Arc::new(store), None)
+            };
+        let compactor = tokio::spawn(Compactor::new(store.clone()).run(shutdown.clone()));
+
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("listening on {}", args.listen))?;
+        let addr = listener.local_addr()?;
+        let advertise = SocketAddr::new(
+            advertise_ip(args.advertise_address, addr.ip())?,
+            addr.port(),
+        );
+        let server = ApiServer::new(store, shutdown.clone())
+            .with_shared_store(embedded.is_none())
+            .with_service_cidr(args.service_cluster_ip_range)
+            .with_node_port_range(args.service_node_port_range)
+            .with_advertise(advertise);
+        server.start().await.context("starting the API server")?;
+        std::fs::create_dir_all(&args.backend.data_dir)
+            .with_context(|| format!("creating {}", args.backend.data_dir.display()))?;
+        let kubeconfig = args.backend.data_dir.join("kubeconfig.yaml");
+        write_kubeconfig(&kubeconfig, &format!("http://{addr}"))?;
+        println!(
+            "apiserver  http://{addr}  kubeconfig: {}  ready {} ms",
+            kubeconfig.display(),
+            started.elapsed().as_millis()
+        );
+        println!(
+            "           kubectl --kubeconfig {} get namespaces",
+            kubeconfig.display()
+        );
+        let cidr = args.service_cluster_ip_range;
+        println!(
+            "services   {cidr}  node ports {}  kubernetes {} -> {advertise}  dns {}",
+            args.service_node_port_range,
+            kubernetes_service_ip(&cidr),
+            cluster_dns_ip(&cidr),
+        );
+
+        // With the embedded store only this process can serve the data dir, so its leases
+        // are held under an identity stable across restarts: after a crash the restarted
+        // components take their leases back at once instead of waiting for them to expire.
+        let mut leader = args.leader.clone();
+        if embedded.is_some() {
+            leader.identity = Some(stable_identity(&args.backend.data_dir));
+        }
+        let client = server.client();
+        let mut tasks = Vec::new();
+        if let Some(spec) = source_spec(args)? {
+            let origin = match (&spec.directory, &spec.git) {
+                (Some(dir), _) => format!("folder {}", dir.path),
+                (_, Some(git)) => {
+                    format!("git {}", crate::gitops::source::git::redact_url(&git.url))
+                }
+                _ => String::new(),
+            };
+            declare_source(&client, &args.source_name, spec)
+                .await
+                .context("creating the ManifestSource")?;
+            if !args.disable_gitops {
+                tasks.push((
+                    "source announcement",
+                    tokio::spawn(announce_first_sync(
+                        client.clone(),
+                        args.source_name.clone(),
+                        origin,
+                        started,
+                        shutdown.clone(),
+                    )),
+                ));
+            }
+        }
+        if !args.disable_controllers {
+            let manager =
+                args.controllers
+                    .manager(client.clone(), args.backend.data_dir.clone(), &leader)?;
+            println!(
+                "controllers {}",
+                leader.describe(controller_manager::LEASE_NAME)
+            );
+            tasks.push(("controllers", tokio::spawn(manager.run(shutdown.clone()))));
+        }
+        if !args.disable_scheduler {
+            let scheduler = args.scheduler.scheduler(client.clone(), &leader)?;
+            println!(
+                "scheduler  {}",
+                leader.describe(crate::scheduler::LEASE_NAME)
+            );
+            tasks.push(("scheduler", tokio::spawn(scheduler.run(shutdown.clone()))));
+        }
+        if !args.disable_gitops {
+            let cache = args.backend.data_dir.join("gitops");
+            let run_sources =
+                move |client: kube::Client, cache: PathBuf, token: CancellationToken| async move {
+                    if let Err(e) = SourceController::new(client, cache).run(token).await {
+                        tracing::warn!(error = %e, "the source controller stopped");
+                    }
+                };
+            // Several servers on one etcd: only the holder of this Lease syncs sources.
+            let task = match leader.config(GITOPS_LEASE)? {
+                Some(config) => {
+                    let client = client.clone();
+                    tokio::spawn(run_while_leader(
+                        client.clone(),
+                        config,
+                        shutdown.clone(),
+                        move |token| run_sources(client.clone(), cache.clone(), token),
+                    ))
+                }
+                None => tokio::spawn(run_sources(client, cache, shutdown.clone())),
+            };
+            tasks.push(("source controller", task));
+        }
+        Ok(ControlPlane {
+            server,
+            listener,
+            addr,
+            kubeconfig,
+            compactor,
+            embedded,
+            tasks,
+        })
+    }
+
+    /// A client that calls the API server in-process (no TCP hop, the same code path).
+    pub fn client(&self) -> kube::Client {
+        self.server.client()
+    }
+
+    /// The address the API is served on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The admin kubeconfig written for this server.
+    pub fn kubeconfig(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    /// Serve the API until the shutdown token fires, then wait for every component and
+    /// close the store.
+    pub async fn serve(self) -> anyhow::Result<()> {
+        self.server
+            .serve(self.listener)
+            .await
+            .context("serving the API")?;
+        for (name, task) in self.tasks {
+            if let Err(e) = task.await {
+                tracing::warn!(component = name, error = %e, "stopped abnormally");
+            }
+        }
+        let _ = self.compactor.await;
+        if let Some(store) = self.embedded {
+            store.close().await;
+        }
+        Ok(())
+    }
+}
+
+/// A lease identity that stays the same across restarts of the server on `data_dir`.
+fn stable_identity(data_dir: &Path) -> String {
+    let host = nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let dir = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_owned());
+    format!("{host}_{}", dir.display())
+}
+
+/// Print one line when the source `name` has applied its first revision (or failed to):
+/// a person running `moor up` sees when the manifests are in.
+async fn announce_first_sync(
+    client: kube::Client,
+    name: String,
+    origin: String,
+    started: Instant,
+    shutdown: CancellationToken,
+) {
+    use crate::api::manifest_source::ManifestSourceStatus;
+    use futures::StreamExt;
+    use kube::api::{Api, DynamicObject};
+    use kube::runtime::{WatchStreamExt, watcher};
+    let api: Api<DynamicObject> = Api::all_with(client, &manifest_source_resource());
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let mut events = std::pin::pin!(watcher::watcher(api, config).default_backoff());
+    loop {
+        let event = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            event = events.next() => event,
+        };
+        let Some(Ok(watcher::Event::Apply(object) | watcher::Event::InitApply(object))) = event
+        else {
+            if event.is_none() {
+                return;
+            }
+            continue;
+        };
+        let Some(status) = object
+            .data
+            .get("status")
+            .and_then(|s| serde_json::from_value::<ManifestSourceStatus>(s.clone()).ok())
+        else {
+            continue;
+        };
+        if let Some(revision) = &status.revision {
+            let short = revision.strip_prefix("sha256:").unwrap_or(revision);
+            println!(
+                "source     {name}  ({origin})  rev {}  {} objects: {} created, {} updated, {} unchanged  ready {} ms",
+                &short[..short.len().min(12)],
+                status.created + status.updated + status.unchanged,
+                status.created,
+                status.updated,
+                status.unchanged,
+                started.elapsed().as_millis()
+            );
+            return;
+        }
+        if let Some(error) = status.errors.first() {
+            let place = if error.file.is_empty() {
+                String::new()
+            } else if error.line > 0 {
+                format!("{}:{}: ", error.file, error.line)
+            } else {
+                format!("{}: ", error.file)
+            };
+            println!(
+                "source     {name}  ({origin})  not applied: {place}{}  (kubectl get manifestsource {name} -o yaml)",
+                error.message
+            );
+            return;
+        }
+    }
 }
 
 /// The address to advertise: the flag's, else the listen address's, else (listening on

@@ -10,6 +10,7 @@
 //! ([`crate::dns`]) on the kube-dns Service's address, which pods' resolv.conf names.
 
 pub mod containerd;
+pub mod containerd_daemon;
 pub mod dns;
 pub mod env;
 pub mod exec;

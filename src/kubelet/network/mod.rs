@@ -36,6 +36,15 @@ use state::{Attachment, PodRecord, Records};
 /// Where the plugins are looked for when nothing else is configured: Debian's package
 /// first, then the upstream release tarball's conventional place.
 pub const DEFAULT_CNI_BIN_DIRS: [&str; 2] = ["/usr/lib/cni", "/opt/cni/bin"];
+/// The CNI plugins pod networks need that none of `dirs` holds (checked before start-up, so
+/// a missing package is reported once and clearly rather than at the first pod).
+pub fn missing_plugins(dirs: &[PathBuf]) -> Vec<&'static str> {
+    cni::REQUIRED_PLUGINS
+        .into_iter()
+        .filter(|plugin| cni::find_plugin(dirs, plugin).is_none())
+        .collect()
+}
+
 /// The bridge's name when nothing else is configured.
 pub const DEFAULT_BRIDGE: &str = "moor0";
 
