@@ -23,6 +23,8 @@
 //!   forwards its TCP and UDP ports (and NodePorts) to ready endpoints.
 //! - [`dns`]: cluster DNS — `<svc>.<ns>.svc.cluster.local` and friends answered from
 //!   Services and EndpointSlices, everything else forwarded to the host's resolvers.
+//! - [`metrics`]: the process's Prometheus metrics — one registry for every component in
+//!   the process, served as OpenMetrics text at `/metrics` by the API server and the agent.
 //! - [`cli`]: the `moor` command line; one file per subcommand. `src/main.rs` only parses
 //!   arguments and calls into it.
 
@@ -33,6 +35,7 @@ pub mod controllers;
 pub mod dns;
 pub mod gitops;
 pub mod kubelet;
+pub mod metrics;
 pub mod proxy;
 pub mod scheduler;
 pub mod store;

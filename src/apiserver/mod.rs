@@ -15,6 +15,7 @@
 pub mod cache;
 pub mod discovery;
 pub mod error;
+pub mod instrument;
 pub mod logs;
 pub mod openapi;
 pub mod protobuf;
@@ -292,6 +293,7 @@ impl ApiServer {
             .route("/healthz", get(health))
             .route("/livez", get(health))
             .route("/readyz", get(health))
+            .route("/metrics", get(metrics))
             .route("/openapi/v2", get(openapi_v2))
             .route(
                 "/openapi/v3",
@@ -337,6 +339,15 @@ async fn health() -> &'static str {
     "ok"
 }
 
+/// The process's metrics (every component running in it, not only this server's).
+async fn metrics() -> Response {
+    (
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+        crate::metrics::encode(),
+    )
+        .into_response()
+}
+
 fn json_bytes(bytes: Bytes) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], bytes).into_response()
 }
@@ -361,15 +372,25 @@ async fn api_groups_root() -> Response {
 }
 
 async fn api_core(State(inner): State<Arc<Inner>>, req: Request) -> Response {
-    dispatch(inner, true, req)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
+    serve_api(inner, true, req).await
 }
 
 async fn api_groups(State(inner): State<Arc<Inner>>, req: Request) -> Response {
-    dispatch(inner, false, req)
+    serve_api(inner, false, req).await
+}
+
+/// Dispatch a request under `/api` or `/apis` and record it in the request metrics once
+/// [`dispatch`] has said what it was.
+async fn serve_api(inner: Arc<Inner>, core: bool, req: Request) -> Response {
+    let started = std::time::Instant::now();
+    let mut labels = None;
+    let response = dispatch(inner, core, req, &mut labels)
         .await
-        .unwrap_or_else(IntoResponse::into_response)
+        .unwrap_or_else(IntoResponse::into_response);
+    match labels {
+        Some(labels) => instrument::record(labels, started, response),
+        None => response,
+    }
 }
 
 fn content_type(headers: &HeaderMap) -> String {
@@ -395,7 +416,14 @@ fn respond(written: Written) -> Response {
     (code, axum::Json(written.object)).into_response()
 }
 
-async fn dispatch(inner: Arc<Inner>, core: bool, req: Request) -> Result<Response, ApiError> {
+/// Answer a request under `/api` (`core`) or `/apis`. Once the request names a resource,
+/// `labels` says what it was for the metrics, whatever the answer.
+async fn dispatch(
+    inner: Arc<Inner>,
+    core: bool,
+    req: Request,
+    labels: &mut Option<crate::metrics::RequestLabels>,
+) -> Result<Response, ApiError> {
     let prefix = if core { "/api/" } else { "/apis/" };
     let path = req
         .uri()
@@ -417,6 +445,7 @@ async fn dispatch(inner: Arc<Inner>, core: bool, req: Request) -> Result<Respons
         params.0.insert(request::USER_AGENT_PARAM.to_owned(), agent);
     }
     if let Some(name) = request::namespace_finalize(core, &path) {
+        *labels = Some(instrument::finalize_labels());
         // The finalize subresource has one verb (update) and rules of its own.
         if method != Method::PUT {
             return Err(ApiError::method_not_allowed(format!(
@@ -450,6 +479,12 @@ async fn dispatch(inner: Arc<Inner>, core: bool, req: Request) -> Result<Respons
         Route::Resource(target) => target,
     };
     let ct = content_type(&headers);
+    // An invalid watch flag is answered with 400 below; it is counted as the LIST it looks
+    // like.
+    let watch = params.flag("watch").unwrap_or(false);
+    let apply = method == Method::PATCH
+        && matches!(PatchType::from_content_type(&ct), Ok(PatchType::Apply));
+    *labels = Some(instrument::labels(&target, &method, watch, apply));
     let body = read_body(req.into_body()).await?;
     let info = target.info;
     let api_version = info.api_version();

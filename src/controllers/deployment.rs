@@ -82,7 +82,11 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
     controller
         .watches_stream(set_events, move |rs| owners_of(&rs, &deployments))
         .graceful_shutdown_on(async move { shutdown.cancelled().await })
-        .run(reconcile, error_policy, state)
+        .run(
+            |obj, state| crate::metrics::timed_reconcile("deployment", reconcile(obj, state)),
+            error_policy,
+            state,
+        )
         .for_each(|_| async {})
         .await;
 }

@@ -86,7 +86,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
         shutdown,
         CONTROLLER_NAME,
         managed_service,
-        reconcile,
+        |svc, state| crate::metrics::timed_reconcile("endpoints", reconcile(svc, state)),
         error_policy,
         |state: Arc<State>, namespace: String, name: String| async move {
             remove_orphan(&state, &namespace, &name).await;

@@ -81,7 +81,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
         shutdown,
         "endpoint-slice-controller",
         managed_service,
-        reconcile,
+        |svc, state| crate::metrics::timed_reconcile("endpointslice", reconcile(svc, state)),
         error_policy,
         |state: Arc<State>, namespace: String, name: String| async move {
             remove_orphans(&state, &namespace, &name).await;

@@ -803,7 +803,10 @@ impl Collector {
         while let Some(uid) = items.get(&shutdown).await {
             let result = tokio::select! {
                 _ = shutdown.cancelled() => break,
-                result = self.process(queue, &uid) => result,
+                result = crate::metrics::timed_reconcile(
+                    "garbagecollector",
+                    self.process(queue, &uid),
+                ) => result,
             };
             match result {
                 Ok(Outcome::Done) => items.forget(&uid),

@@ -62,7 +62,11 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
     });
     Controller::new(Api::<Namespace>::all(client), watcher::Config::default())
         .graceful_shutdown_on(async move { shutdown.cancelled().await })
-        .run(reconcile, error_policy, state)
+        .run(
+            |obj, state| crate::metrics::timed_reconcile("namespace", reconcile(obj, state)),
+            error_policy,
+            state,
+        )
         .for_each(|_| async {})
         .await;
 }

@@ -323,7 +323,11 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
     );
     controller
         .graceful_shutdown_on(async move { shutdown.cancelled().await })
-        .run(reconcile, error_policy, state)
+        .run(
+            |obj, state| crate::metrics::timed_reconcile("nodeipam", reconcile(obj, state)),
+            error_policy,
+            state,
+        )
         .for_each(|_| async {})
         .await;
 }

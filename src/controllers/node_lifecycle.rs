@@ -317,7 +317,11 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
             node_of(&pod).map(ObjectRef::<Node>::new)
         })
         .graceful_shutdown_on(async move { shutdown.cancelled().await })
-        .run(reconcile, error_policy, state)
+        .run(
+            |obj, state| crate::metrics::timed_reconcile("nodelifecycle", reconcile(obj, state)),
+            error_policy,
+            state,
+        )
         .for_each(|_| async {})
         .await;
 }

@@ -129,7 +129,11 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
     controller
         .watches_stream(pod_events, move |pod| owners_of(&pod, &sets))
         .graceful_shutdown_on(async move { shutdown.cancelled().await })
-        .run(reconcile, error_policy, state)
+        .run(
+            |obj, state| crate::metrics::timed_reconcile("replicaset", reconcile(obj, state)),
+            error_policy,
+            state,
+        )
         .for_each(|_| async {})
         .await;
 }

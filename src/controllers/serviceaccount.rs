@@ -89,7 +89,11 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
             sa.namespace().map(|ns| ObjectRef::<Namespace>::new(&ns))
         })
         .graceful_shutdown_on(async move { shutdown.cancelled().await })
-        .run(reconcile, error_policy, state)
+        .run(
+            |obj, state| crate::metrics::timed_reconcile("serviceaccount", reconcile(obj, state)),
+            error_policy,
+            state,
+        )
         .for_each(|_| async {})
         .await;
 }

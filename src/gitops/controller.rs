@@ -30,6 +30,7 @@ use super::sync::{self, Outcome, ReadError, Reader};
 use crate::api::manifest_source::{
     self, InventoryEntry, ManifestSource, ManifestSourceSpec, ManifestSourceStatus, SyncError,
 };
+use crate::metrics::{self, SyncResult};
 
 /// How long file events are gathered before a folder is re-read: long enough to take an
 /// editor's write-rename-chmod as one change, short enough to stay well under 100 ms.
@@ -138,6 +139,7 @@ impl SourceController {
                             {
                                 tracing::info!(source = name, "source deleted; its objects are left in place");
                                 worker.cancel.cancel();
+                                metrics::forget_source(name);
                             }
                         }
                         Ok(Event::Init | Event::InitDone) => {}
@@ -477,6 +479,7 @@ impl Worker {
     }
 
     async fn sync_snapshot(&mut self, snapshot: &Snapshot) -> bool {
+        let started = std::time::Instant::now();
         let options = self.options(&snapshot.revision);
         let outcome = match sync::sync(
             &self.client,
@@ -491,6 +494,7 @@ impl Worker {
             Ok(outcome) => outcome,
             Err(e) => {
                 tracing::warn!(source = %self.name, error = %e, "sync failed; retrying");
+                metrics::source_synced(&self.name, SyncResult::Error, Some(started.elapsed()));
                 let error = SyncError {
                     message: format!("talking to the API server: {e}"),
                     ..SyncError::default()
@@ -507,6 +511,15 @@ impl Worker {
             tracing::warn!(source = %self.name, revision = %short(&snapshot.revision), "{error}");
         }
         let applied = outcome.report.is_some() && errors.is_empty();
+        let result = match (applied, outcome.report.is_some()) {
+            (true, _) => SyncResult::Applied,
+            (false, false) => SyncResult::Invalid,
+            (false, true) => SyncResult::ApplyFailed,
+        };
+        metrics::source_synced(&self.name, result, Some(outcome.duration));
+        if applied {
+            metrics::source_revision(&self.name, &snapshot.revision);
+        }
         self.record(&outcome);
         self.status.last_attempted_revision = Some(snapshot.revision.clone());
         self.status.errors = errors.clone();
@@ -611,6 +624,7 @@ impl Worker {
     async fn source_failed(&mut self, error: &ReadError) {
         let message = crate::gitops::source::git::redact_url(&error.to_string());
         tracing::warn!(source = %self.name, "cannot read the source: {message}");
+        metrics::source_synced(&self.name, SyncResult::Unavailable, None);
         self.status.errors = vec![SyncError {
             message: message.clone(),
             ..SyncError::default()

@@ -120,6 +120,14 @@ pub struct PodWorker {
     last_status: Option<serde_json::Value>,
     /// Per container name: the running container's ID and its probes.
     probes: HashMap<String, (String, ContainerProbes)>,
+    /// When this agent first saw the pod, until its start is recorded in the metrics
+    /// (None after that, or for a pod whose containers already ran when it was first seen:
+    /// adopted after a restart, it did not start now).
+    starting_since: Option<Instant>,
+    /// Whether a sync has run (the first one tells a started pod from an adopted one).
+    synced: bool,
+    /// Counts the pod in `kubelet_running_pods` while any of its containers runs.
+    running: Option<crate::metrics::RunningPod>,
 }
 
 /// What a sync asks for next.
@@ -142,6 +150,27 @@ impl PodWorker {
             network_ips: None,
             last_status: None,
             probes: HashMap::new(),
+            starting_since: Some(Instant::now()),
+            synced: false,
+            running: None,
+        }
+    }
+
+    /// Keep the pod's metrics in step with its containers: its start is recorded once
+    /// every app container runs, and it counts as running while any container does.
+    fn observe_containers(&mut self, pod: &Pod, by_name: &Attempts) {
+        if all_running(pod, by_name)
+            && let Some(since) = self.starting_since.take()
+        {
+            crate::metrics::pod_started(since.elapsed());
+        }
+        let any_running = by_name
+            .values()
+            .any(|(latest, _)| matches!(latest.state, State::Running { .. }));
+        match (any_running, self.running.is_some()) {
+            (true, false) => self.running = Some(crate::metrics::RunningPod::start()),
+            (false, true) => self.running = None,
+            _ => {}
         }
     }
 
@@ -205,6 +234,10 @@ impl PodWorker {
             }
         };
         let by_name = self.group(records).await;
+        if !std::mem::replace(&mut self.synced, true) && all_running(pod, &by_name) {
+            // Adopted (the agent restarted): the pod did not start now.
+            self.starting_since = None;
+        }
         let spec = pod.spec.clone().unwrap_or_default();
 
         if pod.metadata.deletion_timestamp.is_some() {
@@ -223,6 +256,7 @@ impl PodWorker {
             // A finished pod never runs again; its containers stay for their logs, its
             // network goes.
             self.stop_running(pod, &by_name, 0).await;
+            self.running = None;
             if let Some(network) = &self.shared.network
                 && let Err(e) = network.teardown(&self.uid).await
             {
@@ -384,6 +418,7 @@ impl PodWorker {
             .await
             .unwrap_or_default();
         let (by_name, _) = split_attempts(records);
+        self.observe_containers(pod, &by_name);
         if let Some(at) = self.run_probes(pod, &by_name).await {
             next = next.min(at);
         }
@@ -1253,6 +1288,20 @@ struct StartContext<'a> {
 
 /// Per container name, its newest attempt and the one before it.
 type Attempts = HashMap<String, (Record, Option<Record>)>;
+
+/// Whether every app container of the pod has a running attempt.
+fn all_running(pod: &Pod, by_name: &Attempts) -> bool {
+    let containers = pod
+        .spec
+        .as_ref()
+        .map_or(&[][..], |s| s.containers.as_slice());
+    !containers.is_empty()
+        && containers.iter().all(|c| {
+            by_name
+                .get(&c.name)
+                .is_some_and(|(latest, _)| matches!(latest.state, State::Running { .. }))
+        })
+}
 
 /// Per container name the newest attempt and the one before it; the older ones apart.
 fn split_attempts(records: Vec<Record>) -> (Attempts, Vec<Record>) {

@@ -1,7 +1,8 @@
 //! The kubelet API of this node: what the API server's `pods/{name}/log` proxies to
 //! (`GET /containerLogs/{namespace}/{pod}/{container}` with follow, previous, tailLines
-//! and limitBytes, as kubelet serves it) and `/healthz`. Logs are read from the files the
-//! containerd shims append to; the containers are found by their labels.
+//! and limitBytes, as kubelet serves it), `/healthz` and `/metrics` (the process's
+//! Prometheus metrics). Logs are read from the files the containerd shims append to; the
+//! containers are found by their labels.
 //!
 //! Plain HTTP for now: the cluster CA and client certificates come with the security
 //! work, and until then this port should be reachable only from the API server's host.
@@ -12,7 +13,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, Query, State as AxumState};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
@@ -59,6 +60,7 @@ impl KubeletServer {
     pub async fn run(self, shutdown: CancellationToken) -> std::io::Result<()> {
         let app = Router::new()
             .route("/healthz", get(|| async { "ok" }))
+            .route("/metrics", get(metrics))
             .route(
                 "/containerLogs/{namespace}/{pod}/{container}",
                 get(container_logs),
@@ -68,6 +70,16 @@ impl KubeletServer {
             .with_graceful_shutdown(async move { shutdown.cancelled().await })
             .await
     }
+}
+
+/// The process's metrics, as kubelet serves its own at `/metrics` (in `moor up` the same
+/// text as the API server's: one process, one registry).
+async fn metrics() -> Response {
+    (
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+        crate::metrics::encode(),
+    )
+        .into_response()
 }
 
 async fn container_logs(

@@ -36,6 +36,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::controllers::events::Recorder;
 use crate::controllers::leader::{LeaderConfig, run_while_leader};
+use crate::metrics;
 use binder::BindError;
 use cache::{Cache, Change, PodInfo};
 use framework::{NodeSampling, Profile};
@@ -364,6 +365,8 @@ async fn decide(
             continue;
         };
         let pod = popped.pod;
+        // An attempt runs from here to its outcome: a decision, plus the binding if placed.
+        let attempt = Instant::now();
         let decision = {
             let mut cache = shared.cache();
             if cache.placement(&pod.key).is_some() {
@@ -379,6 +382,8 @@ async fn decide(
             }
             decision
         };
+        // Waiting for a permit is waiting on the API: part of a binding, not of a decision.
+        let decided = attempt.elapsed();
         let Ok(permit) = permits.clone().acquire_owned().await else {
             break;
         };
@@ -388,14 +393,19 @@ async fn decide(
                 tracing::debug!(pod = %pod.key, node, "scheduled");
                 let (shared, client, recorder) = (shared.clone(), client.clone(), recorder.clone());
                 let events = events.clone();
+                let times = Times {
+                    attempt,
+                    queued: popped.queued,
+                };
                 writes.spawn(async move {
-                    bind(&shared, &client, &recorder, &events, pod, node).await;
+                    bind(&shared, &client, &recorder, &events, pod, node, times).await;
                     drop(permit);
                 });
             }
             Err(unfit) => {
                 let message = unfit.to_string();
                 tracing::debug!(pod = %pod.key, %message, "unschedulable");
+                metrics::scheduling_attempt(metrics::Attempt::Unschedulable, decided);
                 shared
                     .queue()
                     .unschedulable(&pod.key, popped.cycle, Instant::now());
@@ -445,6 +455,15 @@ async fn write_scheduled_events(
     }
 }
 
+/// When a pod's scheduling began, for the metrics.
+#[derive(Clone, Copy)]
+struct Times {
+    /// This attempt.
+    attempt: Instant,
+    /// The pod entered the queue.
+    queued: Instant,
+}
+
 /// Send one binding and act on the answer.
 async fn bind(
     shared: &Shared,
@@ -453,9 +472,12 @@ async fn bind(
     events: &tokio::sync::mpsc::Sender<ScheduledEvent>,
     pod: Arc<PodInfo>,
     node: String,
+    times: Times,
 ) {
     match binder::bind(client, &pod, &node).await {
         Ok(()) => {
+            metrics::scheduling_attempt(metrics::Attempt::Scheduled, times.attempt.elapsed());
+            metrics::pod_scheduled(times.queued.elapsed());
             if events.try_send((pod, node)).is_err() {
                 tracing::debug!("too many Scheduled events waiting; one dropped");
             }
@@ -467,6 +489,7 @@ async fn bind(
         }
         Err(e @ BindError::Failed { .. }) => {
             tracing::warn!(error = %e, "binding failed; retrying after back-off");
+            metrics::scheduling_attempt(metrics::Attempt::Error, times.attempt.elapsed());
             shared.cache().forget(&pod.key);
             shared.queue().retry(pod.clone(), Instant::now());
             shared.may_help();

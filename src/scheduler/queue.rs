@@ -46,6 +46,8 @@ struct Entry {
     failed_at: Option<Instant>,
     /// Its spec or labels changed while it was being decided.
     changed_in_flight: bool,
+    /// When it entered the queue (for the time it takes to be scheduled).
+    queued: Instant,
 }
 
 /// A pod handed out for a decision.
@@ -55,6 +57,8 @@ pub struct Popped {
     pub pod: Arc<PodInfo>,
     /// The scheduling cycle it was handed out in.
     pub cycle: u64,
+    /// When it first entered the queue (a pod whose binding failed: when it re-entered).
+    pub queued: Instant,
 }
 
 /// The queue.
@@ -177,6 +181,7 @@ impl SchedulingQueue {
                         attempts: 0,
                         failed_at: None,
                         changed_in_flight: false,
+                        queued: now,
                     },
                 );
                 self.push_active(&key);
@@ -255,6 +260,7 @@ impl SchedulingQueue {
         Some(Popped {
             pod: entry.pod.clone(),
             cycle: self.cycle,
+            queued: entry.queued,
         })
     }
 
@@ -294,6 +300,7 @@ impl SchedulingQueue {
             attempts: 0,
             failed_at: None,
             changed_in_flight: false,
+            queued: now,
         });
         entry.attempts += 1;
         entry.failed_at = Some(now);
