@@ -106,6 +106,14 @@ impl ControllerArgs {
                 );
             }
         }
+        let heartbeat = crate::kubelet::node::DEFAULT_LEASE_RENEW;
+        if self.node_monitor_grace_period < 2 * heartbeat {
+            tracing::warn!(
+                "--node-monitor-grace-period {:?} is shorter than two node heartbeats ({:?} each): healthy nodes will be marked unreachable between heartbeats",
+                self.node_monitor_grace_period,
+                heartbeat
+            );
+        }
         let ipam = IpamConfig::new(self.cluster_cidr, self.node_cidr_mask_size)
             .map_err(|e| anyhow::anyhow!("--cluster-cidr, --node-cidr-mask-size: {e}"))?;
         let mut manager = ControllerManager::new(client)

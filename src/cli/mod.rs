@@ -4,6 +4,7 @@ pub mod agent;
 pub mod apply;
 pub mod controller_manager;
 pub mod diff;
+pub mod down;
 pub mod images;
 pub mod proxy;
 pub mod scheduler;
@@ -50,6 +51,9 @@ pub enum Command {
     /// Run the whole cluster on this machine: store, API server, controllers, scheduler,
     /// GitOps, a private containerd, the node agent, the service proxy and DNS.
     Up(Box<up::UpArgs>),
+    /// Stop what `moor up` leaves running: the pods' containers and networks, the Services'
+    /// addresses and its containerd. The cluster's state stays in the data dir.
+    Down(down::DownArgs),
     /// Run the API server over the store (embedded, or etcd with --etcd-endpoints).
     Server(Box<server::ServerArgs>),
     /// Inspect, back up and restore the cluster store.
@@ -95,6 +99,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     runtime.block_on(async move {
         match cli.command {
             Command::Up(args) => up::run(*args).await,
+            Command::Down(args) => down::run(args).await,
             Command::Server(args) => server::run(*args).await,
             Command::Store(args) => store::run(args).await,
             Command::Diff(args) => diff::run(args).await,

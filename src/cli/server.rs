@@ -83,11 +83,12 @@ pub struct ServerArgs {
 /// Run `moor server` until SIGINT or SIGTERM.
 pub async fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
+    let signalled = on_signal();
     let shutdown = CancellationToken::new();
     let plane = ControlPlane::start(&args, shutdown.clone(), started).await?;
     let signal = shutdown.clone();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        signalled.await;
         tracing::info!("shutting down");
         signal.cancel();
     });
@@ -104,6 +105,8 @@ pub struct ControlPlane {
     listener: tokio::net::TcpListener,
     addr: SocketAddr,
     kubeconfig: PathBuf,
+    shutdown: CancellationToken,
+    stop_server: CancellationToken,
     compactor: tokio::task::JoinHandle<Result<(), crate::store::StoreError>>,
     embedded: Option<EmbeddedStore>,
     tasks: Vec<(&'static str, tokio::task::JoinHandle<()>)>,
@@ -145,7 +148,10 @@ impl ControlPlane {
                 );
                 (Arc::new(store), None)
             };
-        let compactor = tokio::spawn(Compactor::new(store.clone()).run(shutdown.clone()));
+        // The API server outlives the components using it: they stop first (their last
+        // requests still answered), then it stops. See `serve`.
+        let stop_server = CancellationToken::new();
+        let compactor = tokio::spawn(Compactor::new(store.clone()).run(stop_server.clone()));
 
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
@@ -155,7 +161,7 @@ impl ControlPlane {
             advertise_ip(args.advertise_address, addr.ip())?,
             addr.port(),
         );
-        let server = ApiServer::new(store, shutdown.clone())
+        let server = ApiServer::new(store, stop_server.clone())
             .with_shared_store(embedded.is_none())
             .with_service_cidr(args.service_cluster_ip_range)
             .with_node_port_range(args.service_node_port_range)
@@ -261,6 +267,8 @@ impl ControlPlane {
             listener,
             addr,
             kubeconfig,
+            shutdown,
+            stop_server,
             compactor,
             embedded,
             tasks,
@@ -282,23 +290,37 @@ impl ControlPlane {
         &self.kubeconfig
     }
 
-    /// Serve the API until the shutdown token fires, then wait for every component and
-    /// close the store.
+    /// Serve the API until the shutdown token fires; then stop the components, then the
+    /// API server (so no component is left waiting on a request that will never be
+    /// answered), and close the store.
     pub async fn serve(self) -> anyhow::Result<()> {
-        self.server
-            .serve(self.listener)
-            .await
-            .context("serving the API")?;
+        let mut serving = tokio::spawn(self.server.serve(self.listener));
+        let early = tokio::select! {
+            _ = self.shutdown.cancelled() => None,
+            served = &mut serving => Some(served),
+        };
+        // The API server ended by itself (it failed): stop the components too.
+        self.shutdown.cancel();
         for (name, task) in self.tasks {
-            if let Err(e) = task.await {
-                tracing::warn!(component = name, error = %e, "stopped abnormally");
+            match task.await {
+                Ok(()) => tracing::debug!(component = name, "stopped"),
+                Err(e) => tracing::warn!(component = name, error = %e, "stopped abnormally"),
             }
         }
+        self.stop_server.cancel();
+        let served = match early {
+            Some(served) => served,
+            None => serving.await,
+        };
+        tracing::debug!("the API server stopped");
         let _ = self.compactor.await;
         if let Some(store) = self.embedded {
             store.close().await;
         }
-        Ok(())
+        tracing::debug!("the store is closed");
+        served
+            .context("the API server panicked")?
+            .context("serving the API")
     }
 }
 
@@ -432,12 +454,13 @@ async fn declare_source(
     Ok(())
 }
 
-/// A token cancelled at the first SIGINT or SIGTERM.
+/// A token cancelled at the first SIGINT or SIGTERM from now on.
 pub fn cancel_on_signal() -> CancellationToken {
     let shutdown = CancellationToken::new();
     let signal = shutdown.clone();
+    let signalled = on_signal();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        signalled.await;
         signal.cancel();
     });
     shutdown
@@ -445,16 +468,28 @@ pub fn cancel_on_signal() -> CancellationToken {
 
 /// Wait for SIGINT or SIGTERM.
 pub async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
+    on_signal().await
+}
+
+/// Register for SIGINT and SIGTERM at once — a signal arriving from here on is not lost,
+/// even while start-up is still under way — and return a future that completes at the
+/// first of them.
+pub fn on_signal() -> impl Future<Output = ()> + Send + 'static {
+    use tokio::signal::unix::{Signal, SignalKind, signal};
+    let term = signal(SignalKind::terminate()).ok();
+    let interrupt = signal(SignalKind::interrupt()).ok();
+    async fn received(signal: Option<Signal>) {
+        match signal {
+            Some(mut signal) => {
+                signal.recv().await;
             }
+            None => std::future::pending().await,
         }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
+    }
+    async move {
+        tokio::select! {
+            () = received(term) => {}
+            () = received(interrupt) => {}
         }
     }
 }

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::agent::{NodeArgs, run_agent};
 use super::proxy::ClusterDnsArgs;
-use super::server::{ControlPlane, ServerArgs, wait_for_signal};
+use super::server::{ControlPlane, ServerArgs, on_signal};
 use crate::apiserver::services::cluster_dns_ip;
 use crate::kubelet::Agent;
 use crate::kubelet::containerd_daemon::ContainerdDaemon;
@@ -41,10 +41,21 @@ pub struct UpArgs {
 /// Run `moor up` until SIGINT or SIGTERM.
 pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
+    let signalled = on_signal();
     check_prerequisites(&args)?;
     let data_dir = args.server.backend.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating the data dir {}", data_dir.display()))?;
+    // One moor up per data dir; `moor down` takes the same lock.
+    let _lock = super::down::lock(&data_dir)?;
+    super::down::UpState {
+        containerd_socket: args.containerd_socket.clone(),
+        bridge: args.node.bridge.clone(),
+        pod_cidr: args.node.pod_cidr.clone(),
+        cni_bin_dirs: args.node.cni_bin_dirs.clone(),
+        service_cidr: args.server.service_cluster_ip_range.to_string(),
+    }
+    .write(&data_dir)?;
 
     // containerd starts while the control plane comes up; only the agent waits for it.
     let daemon = args
@@ -99,10 +110,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
 
     let signal = stop_agent.clone();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        signalled.await;
+        let again = on_signal();
         eprintln!("stopping (again to exit at once)");
         signal.cancel();
-        wait_for_signal().await;
+        again.await;
         eprintln!("exiting without a graceful stop");
         std::process::exit(130);
     });
@@ -139,7 +151,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     if let Some(e) = failure {
         return Err(e);
     }
-    println!("stopped; containers keep running and the next `moor up` adopts them");
+    println!(
+        "stopped; containers keep running and the next `moor up` adopts them (`moor down` stops them)"
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -202,6 +202,9 @@ impl ControllerManager {
     }
 }
 
+/// How long a controller may take to finish its reconciles in flight once told to stop.
+const STOP_GRACE: Duration = Duration::from_secs(3);
+
 async fn run_all(
     selected: Vec<(&'static str, RunFn)>,
     ctx: Arc<Context>,
@@ -210,9 +213,27 @@ async fn run_all(
     let tasks = TaskTracker::new();
     let names: Vec<&str> = selected.iter().map(|(name, _)| *name).collect();
     tracing::info!(controllers = ?names, "controllers starting");
-    for (_, run) in selected {
-        tasks.spawn(run(ctx.clone(), shutdown.clone()));
+    for (name, run) in selected {
+        let run = run(ctx.clone(), shutdown.clone());
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            let mut run = std::pin::pin!(run);
+            tokio::select! {
+                () = &mut run => {}
+                () = stop.cancelled() => {
+                    // Reconciles in flight get a grace period to finish. A kube-runtime
+                    // Controller told to stop before its first list completed never ends
+                    // (its runner waits for a cache that will now never be filled), so
+                    // it is dropped after the grace period rather than waited for.
+                    if tokio::time::timeout(STOP_GRACE, &mut run).await.is_err() {
+                        tracing::debug!(controller = name, "did not stop within {STOP_GRACE:?}; dropped");
+                    }
+                }
+            }
+            tracing::debug!(controller = name, "controller stopped");
+        });
     }
     tasks.close();
     tasks.wait().await;
+    tracing::info!("controllers stopped");
 }

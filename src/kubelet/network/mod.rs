@@ -45,6 +45,44 @@ pub fn missing_plugins(dirs: &[PathBuf]) -> Vec<&'static str> {
         .collect()
 }
 
+/// Delete the pods' bridge `name` (for uninstalling: the agent never deletes it, as
+/// other pods use it). Returns whether there was one.
+pub async fn delete_bridge(name: &str) -> Result<bool, NetworkError> {
+    use futures::TryStreamExt;
+    let failed = |action: &str, e: rtnetlink::Error| NetworkError::Netlink {
+        action: format!("{action} bridge {name}"),
+        message: e.to_string(),
+    };
+    let (connection, handle, _) =
+        rtnetlink::new_connection().map_err(|e| NetworkError::Netlink {
+            action: "opening a netlink socket".into(),
+            message: e.to_string(),
+        })?;
+    let connection = tokio::spawn(connection);
+    let result = async {
+        let mut links = handle.link().get().match_name(name.to_owned()).execute();
+        let index = match links.try_next().await {
+            Ok(Some(link)) => link.header.index,
+            Ok(None) => return Ok(false),
+            // ENODEV: no such link.
+            Err(rtnetlink::Error::NetlinkError(m)) if m.code.map(|c| -c.get()) == Some(19) => {
+                return Ok(false);
+            }
+            Err(e) => return Err(failed("looking up", e)),
+        };
+        handle
+            .link()
+            .del(index)
+            .execute()
+            .await
+            .map_err(|e| failed("deleting", e))?;
+        Ok(true)
+    }
+    .await;
+    connection.abort();
+    result
+}
+
 /// The bridge's name when nothing else is configured.
 pub const DEFAULT_BRIDGE: &str = "moor0";
 
@@ -131,6 +169,9 @@ pub enum NetworkError {
 
     #[error("invalid pod network configuration: {reason}")]
     InvalidConfig { reason: String },
+
+    #[error("{action}: {message}")]
+    Netlink { action: String, message: String },
 
     #[error("invalid pod network request for pod {pod_uid:?}: {reason}")]
     InvalidRequest { pod_uid: String, reason: String },
