@@ -497,6 +497,31 @@ async fn moor_up_follows_a_git_repository_end_to_end() {
     let client = cluster.client().await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+
+    // containerd dying is not the end: moor up starts it again, and the running
+    // containers (held by their shims) are found again.
+    let pid = containerd_pid(&lines);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    eventually_ok!("containerd restarted", within Duration::from_secs(30), {
+        let restarted = Command::new("pgrep")
+            .args(["-f", &format!("containerd --config {}", cluster.dir.path().display())])
+            .output()
+            .unwrap();
+        let pids = String::from_utf8_lossy(&restarted.stdout).trim().to_owned();
+        match cluster.ctr(&["version"]) {
+            Ok(_) if !pids.is_empty() && pids != pid.to_string() => Ok(pids),
+            other => Err(format!("pids {pids:?}: {other:?}")),
+        }
+    });
+    assert!(
+        cluster.log().contains("containerd exited; restarting it"),
+        "{}",
+        cluster.log()
+    );
     let kept = configmaps.get("acked").await.unwrap();
     assert_eq!(kept.data, acked.data);
     assert_eq!(kept.metadata.uid, acked.metadata.uid);
@@ -532,6 +557,89 @@ async fn moor_up_follows_a_git_repository_end_to_end() {
         })
     );
     assert!(page.starts_with("HTTP/1.1 200 OK"), "{page}");
+
+    // Ctrl-C stops moor up gracefully; the containers keep running (the next moor up
+    // adopts them) until `moor down` removes them, their networks and the addresses.
+    let mut process = cluster.process.take().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(process.0.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let status = process.0.wait().unwrap();
+    assert!(status.success(), "{status}; log:\n{}", cluster.log());
+    assert!(
+        !lo_addresses()
+            .iter()
+            .any(|a| a.starts_with(&cluster.service_prefix)),
+        "the proxy released its addresses"
+    );
+    let dir = cluster.dir.path().display().to_string();
+    let running = Command::new("pgrep")
+        .args(["-f", &format!("containerd --config {dir}")])
+        .output()
+        .unwrap();
+    assert!(!running.status.success(), "containerd stopped with moor up");
+    containers_running_without_containerd(&dir, 5);
+    let down = Command::new(env!("CARGO_BIN_EXE_moor"))
+        .args(["down", "--data-dir"])
+        .arg(cluster.data())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&down.stdout);
+    assert!(
+        down.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&down.stderr)
+    );
+    assert!(said.contains("containers 5 removed"), "{said}");
+    assert!(said.contains("5 pod networks torn down"), "{said}");
+    let bridge = Command::new("ip")
+        .args(["link", "show", &cluster.network.bridge])
+        .output()
+        .unwrap();
+    assert!(!bridge.status.success(), "the bridge is gone");
+    let left = Command::new("pgrep")
+        .args(["-f", &format!("containerd.*{dir}")])
+        .output()
+        .unwrap();
+    assert!(
+        !left.status.success(),
+        "no containerd or shim left: {}",
+        String::from_utf8_lossy(&left.stdout)
+    );
+}
+
+/// `n` shims of containers under `dir` still run while containerd is stopped.
+fn containers_running_without_containerd(dir: &str, n: usize) {
+    let shims = Command::new("pgrep")
+        .args(["-f", &format!("containerd-shim.*{dir}")])
+        .output()
+        .unwrap();
+    let count = String::from_utf8_lossy(&shims.stdout).lines().count();
+    assert_eq!(count, n, "the containers' shims outlive moor up");
+}
+
+/// The pid on moor up's `containerd pid N …` line.
+fn containerd_pid(lines: &[String]) -> i32 {
+    lines
+        .iter()
+        .find_map(|l| l.strip_prefix("containerd pid "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|pid| pid.parse().ok())
+        .unwrap_or_else(|| panic!("no containerd pid in {lines:#?}"))
+}
+
+/// The IPv4 addresses on `lo`, as `ip` prints them (`a.b.c.d/len`).
+fn lo_addresses() -> Vec<String> {
+    let out = Command::new("ip")
+        .args(["-4", "-o", "addr", "show", "dev", "lo"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(3).map(str::to_owned))
+        .collect()
 }
 
 #[test]
