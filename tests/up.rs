@@ -8,6 +8,8 @@
 #[path = "support/process.rs"]
 mod process;
 use process::Proc;
+#[path = "support/containerd.rs"]
+mod containerd_support;
 #[path = "support/dnsquery.rs"]
 mod dnsquery;
 #[path = "support/image.rs"]
@@ -239,31 +241,12 @@ impl Cluster {
     }
 
     fn ctr(&self, args: &[&str]) -> Result<String, String> {
-        let out = Command::new("ctr")
-            .arg("--address")
-            .arg(self.socket())
-            .args(["--namespace", "moor"])
-            .args(args)
-            .output()
-            .map_err(|e| e.to_string())?;
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).into_owned())
-        }
+        containerd_support::ctr(&self.socket(), "moor", args)
     }
 
     /// containerd's tasks in the agent's namespace: (container id, status).
     fn tasks(&self) -> Vec<(String, String)> {
-        self.ctr(&["tasks", "ls"])
-            .unwrap_or_default()
-            .lines()
-            .skip(1)
-            .filter_map(|l| {
-                let cols: Vec<&str> = l.split_whitespace().collect();
-                Some((cols.first()?.to_string(), cols.get(2)?.to_string()))
-            })
-            .collect()
+        containerd_support::tasks(&self.socket(), "moor")
     }
 
     /// The `moor diff` of the repository's working tree against the cluster: (exit code,

@@ -135,16 +135,7 @@ impl TestNode {
 
     /// `ctr -n moor tasks ls` rows (container id, pid, status).
     pub fn tasks(&self) -> Vec<(String, String)> {
-        self.containerd
-            .ctr("moor", &["tasks", "ls"])
-            .unwrap_or_default()
-            .lines()
-            .skip(1)
-            .filter_map(|l| {
-                let cols: Vec<&str> = l.split_whitespace().collect();
-                Some((cols.first()?.to_string(), cols.get(2)?.to_string()))
-            })
-            .collect()
+        crate::containerd_support::tasks(&self.containerd.socket(), "moor")
     }
 
     fn network_config(&self) -> NetworkConfig {

@@ -94,19 +94,7 @@ impl ContainerdInstance {
 
     /// `ctr --address SOCKET --namespace NS ARGS...`, its stdout on success.
     pub fn ctr(&self, namespace: &str, args: &[&str]) -> Result<String, String> {
-        let out = Command::new("ctr")
-            .arg("--address")
-            .arg(self.socket())
-            .arg("--namespace")
-            .arg(namespace)
-            .args(args)
-            .output()
-            .map_err(|e| e.to_string())?;
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).into_owned())
-        }
+        ctr(&self.socket(), namespace, args)
     }
 
     /// Kills and removes every task and container in every namespace.
@@ -128,6 +116,39 @@ impl ContainerdInstance {
             }
         }
     }
+}
+
+#[allow(dead_code)]
+/// `ctr --address SOCKET --namespace NS ARGS...` against any containerd, its stdout on
+/// success.
+pub fn ctr(socket: &Path, namespace: &str, args: &[&str]) -> Result<String, String> {
+    let out = Command::new("ctr")
+        .arg("--address")
+        .arg(socket)
+        .arg("--namespace")
+        .arg(namespace)
+        .args(args)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+#[allow(dead_code)]
+/// The tasks `ctr tasks ls` lists in `namespace`: (container id, status).
+pub fn tasks(socket: &Path, namespace: &str) -> Vec<(String, String)> {
+    ctr(socket, namespace, &["tasks", "ls"])
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            Some((cols.first()?.to_string(), cols.get(2)?.to_string()))
+        })
+        .collect()
 }
 
 impl Drop for ContainerdInstance {
