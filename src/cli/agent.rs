@@ -117,17 +117,18 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     config.resolv_conf = args.network.dns.resolv_conf.clone();
     let shutdown = super::server::cancel_on_signal();
     let agent = Agent::new(client, config.clone());
-    run_agent(agent, &config, shutdown, std::time::Instant::now()).await?;
+    run_agent(agent, &config, shutdown, std::time::Instant::now(), None).await?;
     Ok(ExitCode::SUCCESS)
 }
 
 /// Run `agent` until `shutdown`, printing its progress lines: the Node once registered,
-/// and the service proxy and DNS when they run.
+/// and the service proxy and DNS when they run. `registered` is told once the Node is.
 pub async fn run_agent(
     agent: Agent,
     config: &AgentConfig,
     shutdown: tokio_util::sync::CancellationToken,
     started: std::time::Instant,
+    registered: Option<tokio::sync::oneshot::Sender<()>>,
 ) -> anyhow::Result<()> {
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let agent = agent.with_ready_signal(ready_tx);
@@ -161,6 +162,9 @@ pub async fn run_agent(
             );
             if let Some(line) = services {
                 println!("{line}");
+            }
+            if let Some(registered) = registered {
+                let _ = registered.send(());
             }
         }
     });

@@ -85,7 +85,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let signalled = on_signal();
     let shutdown = CancellationToken::new();
-    let plane = ControlPlane::start(&args, shutdown.clone(), started).await?;
+    let plane = ControlPlane::start(&args, shutdown.clone(), started, None).await?;
     let signal = shutdown.clone();
     tokio::spawn(async move {
         signalled.await;
@@ -115,10 +115,15 @@ pub struct ControlPlane {
 impl ControlPlane {
     /// Open the store, start the API server (not yet serving TCP: see [`Self::serve`]),
     /// write the kubeconfig and start the in-process components, printing one line each.
+    ///
+    /// The GitOps sources start syncing once `source_gate` completes (at once without one):
+    /// `moor up` holds them until its node is registered, so the first revision's pods are
+    /// scheduled as soon as they exist instead of backing off for want of a node.
     pub async fn start(
         args: &ServerArgs,
         shutdown: CancellationToken,
         started: Instant,
+        source_gate: Option<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>>,
     ) -> anyhow::Result<Self> {
         if !args.listen.ip().is_loopback() {
             anyhow::bail!(
@@ -248,18 +253,24 @@ impl ControlPlane {
                     }
                 };
             // Several servers on one etcd: only the holder of this Lease syncs sources.
-            let task = match leader.config(GITOPS_LEASE)? {
-                Some(config) => {
-                    let client = client.clone();
-                    tokio::spawn(run_while_leader(
-                        client.clone(),
-                        config,
-                        shutdown.clone(),
-                        move |token| run_sources(client.clone(), cache.clone(), token),
-                    ))
+            let election = leader.config(GITOPS_LEASE)?;
+            let token = shutdown.clone();
+            let gate = source_gate.unwrap_or_else(|| Box::pin(std::future::ready(())));
+            let task = tokio::spawn(async move {
+                tokio::select! {
+                    () = gate => {}
+                    () = token.cancelled() => return,
                 }
-                None => tokio::spawn(run_sources(client, cache, shutdown.clone())),
-            };
+                match election {
+                    Some(config) => {
+                        run_while_leader(client.clone(), config, token, move |token| {
+                            run_sources(client.clone(), cache.clone(), token)
+                        })
+                        .await
+                    }
+                    None => run_sources(client, cache, token).await,
+                }
+            });
             tasks.push(("source controller", task));
         }
         Ok(ControlPlane {

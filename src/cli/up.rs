@@ -23,6 +23,9 @@ use crate::apiserver::services::cluster_dns_ip;
 use crate::kubelet::Agent;
 use crate::kubelet::containerd_daemon::ContainerdDaemon;
 
+/// How long the GitOps sources wait for this machine's node before syncing anyway.
+const NODE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// `moor up ...`
 #[derive(Debug, Args)]
 pub struct UpArgs {
@@ -73,7 +76,12 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     let stop_agent = CancellationToken::new();
     let stop_plane = CancellationToken::new();
     let stop_containerd = CancellationToken::new();
-    let plane = ControlPlane::start(&args.server, stop_plane.clone(), started).await?;
+    // The sources wait for this node (or for the agent to fail, or 30 s at most).
+    let (registered_tx, registered_rx) = tokio::sync::oneshot::channel::<()>();
+    let gate = Box::pin(async move {
+        let _ = tokio::time::timeout(NODE_WAIT, registered_rx).await;
+    });
+    let plane = ControlPlane::start(&args.server, stop_plane.clone(), started, Some(gate)).await?;
     let client = plane.client();
     let mut serving = tokio::spawn(plane.serve());
 
@@ -120,7 +128,13 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     });
 
     let agent = Agent::new(client, config.clone());
-    let agent_run = run_agent(agent, &config, stop_agent.clone(), started);
+    let agent_run = run_agent(
+        agent,
+        &config,
+        stop_agent.clone(),
+        started,
+        Some(registered_tx),
+    );
     let mut failure = None;
     tokio::select! {
         result = agent_run => {
