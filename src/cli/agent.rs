@@ -116,6 +116,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     config.cluster_domain = args.network.dns.cluster_domain.clone();
     config.resolv_conf = args.network.dns.resolv_conf.clone();
     let shutdown = super::server::cancel_on_signal();
+    tokio::spawn(super::trim_heap_periodically(shutdown.clone()));
     let agent = Agent::new(client, config.clone());
     run_agent(agent, &config, shutdown, std::time::Instant::now(), None).await?;
     Ok(ExitCode::SUCCESS)

@@ -127,6 +127,31 @@ fn log_filter(spec: &str) -> anyhow::Result<tracing_subscriber::EnvFilter> {
     })
 }
 
+/// How long after start the first heap trim runs (the start-up burst is over by then),
+/// and how often after that.
+const TRIM_FIRST: Duration = Duration::from_secs(5);
+const TRIM_EVERY: Duration = Duration::from_secs(60);
+
+/// Give freed heap memory back to the kernel now and then, as Go's scavenger does for Go
+/// programs: glibc keeps in its arenas what a burst (start-up, a large list, an image
+/// import) allocated and freed, and it stays resident long after. Runs until `shutdown`.
+pub async fn trim_heap_periodically(shutdown: tokio_util::sync::CancellationToken) {
+    let mut wait = TRIM_FIRST;
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(wait) => {}
+        }
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        // SAFETY: malloc_trim has no preconditions and is thread-safe (it takes each
+        // arena's lock); it only returns free pages to the kernel.
+        unsafe {
+            libc::malloc_trim(0);
+        }
+        wait = TRIM_EVERY;
+    }
+}
+
 /// Which store to use: the embedded one in a data dir, or etcd. Shared by every subcommand
 /// that opens the store.
 #[derive(Debug, Args)]

@@ -86,6 +86,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
     let signalled = on_signal();
     let shutdown = CancellationToken::new();
     let plane = ControlPlane::start(&args, shutdown.clone(), started, None).await?;
+    tokio::spawn(super::trim_heap_periodically(shutdown.clone()));
     let signal = shutdown.clone();
     tokio::spawn(async move {
         signalled.await;

@@ -127,6 +127,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         std::process::exit(130);
     });
 
+    tokio::spawn(super::trim_heap_periodically(stop_agent.clone()));
     let agent = Agent::new(client, config.clone());
     let agent_run = run_agent(
         agent,
