@@ -72,6 +72,18 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         })
     });
 
+    // The agent's configuration before anything runs, so a bad flag stops nothing half-way.
+    let socket = daemon
+        .as_ref()
+        .map(ContainerdDaemon::socket)
+        .or_else(|| args.containerd_socket.clone())
+        .unwrap_or_default();
+    let mut config = args.node.config(data_dir.join("agent"), socket.clone())?;
+    config.service_cidr = args.server.service_cluster_ip_range;
+    config.cluster_dns = Some(std::net::IpAddr::V4(cluster_dns_ip(&config.service_cidr)));
+    config.cluster_domain.clone_from(&args.dns.cluster_domain);
+    config.resolv_conf.clone_from(&args.dns.resolv_conf);
+
     // Each stage stops only once the one after it in the data flow has stopped.
     let stop_agent = CancellationToken::new();
     let stop_plane = CancellationToken::new();
@@ -85,10 +97,22 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     let client = plane.client();
     let mut serving = tokio::spawn(plane.serve());
 
-    let (socket, supervisor) = match starting {
+    let supervisor = match starting {
         Some(task) => {
-            let (daemon, running) = task.await.context("starting containerd")?;
-            let running = running.context("starting containerd")?;
+            let started_containerd = match task.await {
+                Ok((daemon, Ok(running))) => Ok((daemon, running)),
+                Ok((_, Err(e))) => Err(anyhow::Error::new(e)),
+                Err(e) => Err(anyhow::Error::new(e)),
+            };
+            let (daemon, running) = match started_containerd {
+                Ok(started) => started,
+                Err(e) => {
+                    // Stop the control plane cleanly before reporting.
+                    stop_plane.cancel();
+                    let _ = serving.await;
+                    return Err(e.context("starting containerd"));
+                }
+            };
             println!(
                 "containerd {}  {}  version {}  log {}  ready {} ms",
                 running
@@ -99,22 +123,15 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
                 daemon.log_path().display(),
                 started.elapsed().as_millis()
             );
-            let socket = daemon.socket();
-            let supervisor = tokio::spawn(daemon.supervise(running, stop_containerd.clone()));
-            (socket, Some(supervisor))
+            Some(tokio::spawn(
+                daemon.supervise(running, stop_containerd.clone()),
+            ))
         }
         None => {
-            let socket = args.containerd_socket.clone().unwrap_or_default();
             println!("containerd {} (not supervised by moor)", socket.display());
-            (socket, None)
+            None
         }
     };
-
-    let mut config = args.node.config(data_dir.join("agent"), socket)?;
-    config.service_cidr = args.server.service_cluster_ip_range;
-    config.cluster_dns = Some(std::net::IpAddr::V4(cluster_dns_ip(&config.service_cidr)));
-    config.cluster_domain.clone_from(&args.dns.cluster_domain);
-    config.resolv_conf.clone_from(&args.dns.resolv_conf);
 
     let signal = stop_agent.clone();
     tokio::spawn(async move {
@@ -129,28 +146,34 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
 
     tokio::spawn(super::trim_heap_periodically(stop_agent.clone()));
     let agent = Agent::new(client, config.clone());
-    let agent_run = run_agent(
+    let mut agent_run = std::pin::pin!(run_agent(
         agent,
         &config,
         stop_agent.clone(),
         started,
         Some(registered_tx),
-    );
-    let mut failure = None;
-    tokio::select! {
-        result = agent_run => {
-            if let Err(e) = result {
-                failure = Some(e);
-            }
-        }
-        served = &mut serving => {
-            failure = Some(served.map_or_else(
-                |e| anyhow::anyhow!("the API server stopped: {e}"),
-                |r| r.err().unwrap_or_else(|| anyhow::anyhow!("the API server stopped")),
-            ));
-            stop_agent.cancel();
-        }
+    ));
+    enum First {
+        Agent(anyhow::Result<()>),
+        Plane(Result<anyhow::Result<()>, tokio::task::JoinError>),
     }
+    let first = tokio::select! {
+        result = &mut agent_run => First::Agent(result),
+        served = &mut serving => First::Plane(served),
+    };
+    let failure = match first {
+        First::Agent(result) => result.err(),
+        First::Plane(served) => {
+            // The API server failed under the agent: stop the agent cleanly all the same.
+            stop_agent.cancel();
+            let _ = agent_run.await;
+            Some(match served {
+                Ok(Err(e)) => e.context("the API server stopped"),
+                Ok(Ok(())) => anyhow::anyhow!("the API server stopped"),
+                Err(e) => anyhow::anyhow!("the API server panicked: {e}"),
+            })
+        }
+    };
     stop_plane.cancel();
     if !serving.is_finished() {
         match serving.await {
