@@ -132,20 +132,10 @@ fn in_service_cidr(ip: Ipv4Addr) -> bool {
 /// The IPv4 addresses of the service range on any interface, with the interface: `lo`
 /// here (this kernel has no `dummy` driver), the proxy's dummy interface where there is one.
 fn local_service_addresses() -> Vec<(Ipv4Addr, String)> {
-    let out = Command::new("ip")
-        .args(["-4", "-o", "addr", "show"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default();
-    out.lines()
-        .filter_map(|l| {
-            // `1: lo    inet 10.230.0.1/32 scope global lo ...`
-            let mut words = l.split_whitespace();
-            let device = words.nth(1)?.to_owned();
-            words.find(|w| *w == "inet")?;
-            let ip: Ipv4Addr = words.next()?.split('/').next()?.parse().ok()?;
-            in_service_cidr(ip).then_some((ip, device))
-        })
+    local_ipv4_addresses()
+        .into_iter()
+        .filter(|(ip, _, _)| in_service_cidr(*ip))
+        .map(|(ip, _, device)| (ip, device))
         .collect()
 }
 

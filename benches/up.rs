@@ -290,20 +290,10 @@ fn teardown_dir(dir: &Path, pid: Option<u32>) {
 
 /// The addresses of the service range on any interface: (address/prefix, device).
 fn service_addresses() -> Vec<(String, String)> {
-    let out = Command::new("ip")
-        .args(["-4", "-o", "addr", "show"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default();
-    out.lines()
-        .filter_map(|l| {
-            // `1: lo    inet 10.241.0.1/32 scope global lo ...`
-            let mut words = l.split_whitespace();
-            let device = words.nth(1)?.to_owned();
-            words.find(|w| *w == "inet")?;
-            let addr = words.next()?.to_owned();
-            addr.starts_with(SERVICE_PREFIX).then_some((addr, device))
-        })
+    local_ipv4_addresses()
+        .into_iter()
+        .map(|(ip, len, device)| (format!("{ip}/{len}"), device))
+        .filter(|(addr, _)| addr.starts_with(SERVICE_PREFIX))
         .collect()
 }
 

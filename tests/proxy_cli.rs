@@ -30,18 +30,6 @@ use nix::unistd::Pid;
 use process::Proc;
 use serde_json::json;
 
-fn lo_addresses(prefix: &str) -> Vec<String> {
-    let out = Command::new("ip")
-        .args(["-4", "-o", "addr", "show", "dev", "lo"])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(3).map(str::to_owned))
-        .filter(|a| a.starts_with(prefix))
-        .collect()
-}
-
 /// Read one greeting from `addr`.
 fn greeting(addr: SocketAddr) -> Result<String, String> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
@@ -148,12 +136,12 @@ async fn moor_proxy_forwards_answers_dns_and_cleans_up() {
         dnsquery::resolve(dns, "greeter.default.svc.cluster.local.").await
     );
     assert_eq!(resolved, vec![ip]);
-    assert!(lo_addresses(&prefix).contains(&format!("{ip}/32")));
+    assert!(podnet::lo_addresses(&prefix).contains(&format!("{ip}/32")));
 
     // SIGTERM: a clean exit that leaves no address behind.
     kill(Pid::from_raw(proxy.0.id() as i32), Signal::SIGTERM).unwrap();
     let status = eventually_some!("moor proxy exits", proxy.0.try_wait().unwrap());
     assert!(status.success(), "{status:?}");
-    assert_eq!(lo_addresses(&prefix), Vec::<String>::new());
+    assert_eq!(podnet::lo_addresses(&prefix), Vec::<String>::new());
     assert!(greeting(SocketAddr::new(ip, 7000)).is_err());
 }

@@ -552,9 +552,7 @@ async fn moor_up_follows_a_git_repository_end_to_end() {
     let status = process.0.wait().unwrap();
     assert!(status.success(), "{status}; log:\n{}", cluster.log());
     assert!(
-        !lo_addresses()
-            .iter()
-            .any(|a| a.starts_with(&cluster.service_prefix)),
+        podnet::lo_addresses(&cluster.service_prefix).is_empty(),
         "the proxy released its addresses"
     );
     let dir = cluster.dir.path().display().to_string();
@@ -611,18 +609,6 @@ fn containerd_pid(lines: &[String]) -> i32 {
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|pid| pid.parse().ok())
         .unwrap_or_else(|| panic!("no containerd pid in {lines:#?}"))
-}
-
-/// The IPv4 addresses on `lo`, as `ip` prints them (`a.b.c.d/len`).
-fn lo_addresses() -> Vec<String> {
-    let out = Command::new("ip")
-        .args(["-4", "-o", "addr", "show", "dev", "lo"])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(3).map(str::to_owned))
-        .collect()
 }
 
 #[test]

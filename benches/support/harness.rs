@@ -303,3 +303,24 @@ impl Drop for NetworkGuard {
         .join();
     }
 }
+
+/// Every IPv4 address on the machine as `ip -4 -o addr show` lists it: (address, prefix
+/// length, interface).
+#[allow(dead_code)]
+pub fn local_ipv4_addresses() -> Vec<(std::net::Ipv4Addr, u8, String)> {
+    let out = std::process::Command::new("ip")
+        .args(["-4", "-o", "addr", "show"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    out.lines()
+        .filter_map(|l| {
+            // `1: lo    inet 10.230.0.1/32 scope global lo ...`
+            let mut words = l.split_whitespace();
+            let device = words.nth(1)?.to_owned();
+            words.find(|w| *w == "inet")?;
+            let (ip, len) = words.next()?.split_once('/')?;
+            Some((ip.parse().ok()?, len.parse().ok()?, device))
+        })
+        .collect()
+}

@@ -78,22 +78,27 @@ pub fn teardown_networks(config: &NetworkConfig) {
         .output();
 }
 
-/// Remove the addresses on `lo` starting with `prefix` (e.g. `10.210.7.`): cluster IPs a
-/// killed agent's service proxy could not release.
-pub fn remove_lo_addresses(prefix: &str) {
+/// The IPv4 addresses on `lo` starting with `prefix`, as `ip` prints them (`a.b.c.d/len`).
+pub fn lo_addresses(prefix: &str) -> Vec<String> {
     let Ok(out) = Command::new("ip")
         .args(["-4", "-o", "addr", "show", "dev", "lo"])
         .output()
     else {
-        return;
+        return Vec::new();
     };
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        if let Some(addr) = line.split_whitespace().nth(3)
-            && addr.starts_with(prefix)
-        {
-            let _ = Command::new("ip")
-                .args(["addr", "del", addr, "dev", "lo"])
-                .output();
-        }
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(3).map(str::to_owned))
+        .filter(|a| a.starts_with(prefix))
+        .collect()
+}
+
+/// Remove the addresses on `lo` starting with `prefix` (e.g. `10.210.7.`): cluster IPs a
+/// killed agent's service proxy could not release.
+pub fn remove_lo_addresses(prefix: &str) {
+    for addr in lo_addresses(prefix) {
+        let _ = Command::new("ip")
+            .args(["addr", "del", &addr, "dev", "lo"])
+            .output();
     }
 }
