@@ -199,13 +199,24 @@ async fn kubectl_reads_the_metrics_raw() {
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig.yaml");
     moor::cli::server::write_kubeconfig(&kubeconfig, &server.url).unwrap();
+    // A request of kubectl's own first (`get --raw` alone needs no discovery, and a warm
+    // discovery cache skips it), so the request families have a series to show.
     let out = tokio::task::spawn_blocking(move || {
-        Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(&kubeconfig)
-            .args(["get", "--raw", "/metrics"])
-            .output()
-            .expect("running kubectl")
+        let kubectl = |args: &[&str]| {
+            Command::new("kubectl")
+                .arg("--kubeconfig")
+                .arg(&kubeconfig)
+                .args(args)
+                .output()
+                .expect("running kubectl")
+        };
+        let listed = kubectl(&["get", "namespaces"]);
+        assert!(
+            listed.status.success(),
+            "{}",
+            String::from_utf8_lossy(&listed.stderr)
+        );
+        kubectl(&["get", "--raw", "/metrics"])
     })
     .await
     .unwrap();
@@ -215,9 +226,12 @@ async fn kubectl_reads_the_metrics_raw() {
         "kubectl failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // kubectl's own discovery requests are in what it read.
     assert!(
-        stdout.contains("# TYPE apiserver_request counter") && stdout.ends_with("# EOF\n"),
+        stdout.contains("# TYPE apiserver_request counter")
+            && stdout.contains(
+                r#"apiserver_request_total{verb="LIST",group="",version="v1",resource="namespaces""#
+            )
+            && stdout.ends_with("# EOF\n"),
         "{stdout}"
     );
 }
@@ -283,11 +297,18 @@ async fn reconciles_and_scheduling_are_measured() {
         if bound.len() == 2 { Ok(()) } else { Err(bound) }
     });
 
-    let after = Scrape::take(&client).await;
+    // A reconcile is counted when it returns, which may be after its pods are bound.
+    let success = r#"moor_controller_reconcile_total{controller="replicaset",result="success"}"#;
+    let after = eventually_ok!("a replicaset reconcile counted", {
+        let after = Scrape::take(&client).await;
+        if after.get(success) - before.get(success) >= 1.0 {
+            Ok(after)
+        } else {
+            Err(after.text)
+        }
+    });
     let delta = |series: &str| after.get(series) - before.get(series);
-    let reconciled =
-        delta(r#"moor_controller_reconcile_total{controller="replicaset",result="success"}"#);
-    assert!(reconciled >= 1.0, "replicaset reconciles: {}", after.text);
+    let reconciled = delta(success);
     assert!(
         delta(r#"moor_controller_reconcile_duration_seconds_count{controller="replicaset"}"#)
             >= reconciled,

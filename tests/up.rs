@@ -159,6 +159,9 @@ impl Cluster {
             &format!("10.217.{subnet}.0/24"),
             "--service-node-port-range",
             "32620-32629",
+            // Scheduling must not depend on how full the test machine's disk is.
+            "--disk-pressure-below",
+            "0",
         ]
         .iter()
         .map(|s| s.to_string())

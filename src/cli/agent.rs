@@ -59,7 +59,8 @@ pub struct NodeArgs {
     pub insecure_registries: Vec<String>,
     /// Report DiskPressure (which taints the node against new pods) when less than this
     /// percentage of the data dir's filesystem is free; 0 never does.
-    #[arg(long, default_value_t = crate::kubelet::node::DEFAULT_DISK_AVAILABLE_MIN_PERCENT,
+    #[arg(long, env = "MOOR_DISK_PRESSURE_BELOW",
+          default_value_t = crate::kubelet::node::DEFAULT_DISK_AVAILABLE_MIN_PERCENT,
           value_parser = clap::value_parser!(u8).range(0..=100))]
     pub disk_pressure_below: u8,
     /// Run neither the service proxy nor cluster DNS here (run `moor proxy` instead, or
