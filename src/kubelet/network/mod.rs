@@ -49,6 +49,7 @@ pub fn missing_plugins(dirs: &[PathBuf]) -> Vec<&'static str> {
 /// other pods use it). Returns whether there was one.
 pub async fn delete_bridge(name: &str) -> Result<bool, NetworkError> {
     use futures::TryStreamExt;
+    use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkInfo};
     let failed = |action: &str, e: rtnetlink::Error| NetworkError::Netlink {
         action: format!("{action} bridge {name}"),
         message: e.to_string(),
@@ -61,8 +62,8 @@ pub async fn delete_bridge(name: &str) -> Result<bool, NetworkError> {
     let connection = tokio::spawn(connection);
     let result = async {
         let mut links = handle.link().get().match_name(name.to_owned()).execute();
-        let index = match links.try_next().await {
-            Ok(Some(link)) => link.header.index,
+        let link = match links.try_next().await {
+            Ok(Some(link)) => link,
             Ok(None) => return Ok(false),
             // ENODEV: no such link.
             Err(rtnetlink::Error::NetlinkError(m)) if m.code.map(|c| -c.get()) == Some(19) => {
@@ -70,9 +71,20 @@ pub async fn delete_bridge(name: &str) -> Result<bool, NetworkError> {
             }
             Err(e) => return Err(failed("looking up", e)),
         };
+        // Only a bridge: a mistyped name must not take down some other interface.
+        let is_bridge = link.attributes.iter().any(|attribute| {
+            matches!(attribute, LinkAttribute::LinkInfo(infos)
+                if infos.iter().any(|info| matches!(info, LinkInfo::Kind(InfoKind::Bridge))))
+        });
+        if !is_bridge {
+            return Err(NetworkError::Netlink {
+                action: format!("deleting bridge {name}"),
+                message: "it is not a bridge; left alone".into(),
+            });
+        }
         handle
             .link()
-            .del(index)
+            .del(link.header.index)
             .execute()
             .await
             .map_err(|e| failed("deleting", e))?;
@@ -705,6 +717,13 @@ impl Drop for PodLock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn delete_bridge_leaves_other_interfaces_and_missing_ones_alone() {
+        let err = delete_bridge("lo").await.unwrap_err();
+        assert!(err.to_string().contains("not a bridge"), "{err}");
+        assert!(!delete_bridge("moor-no-such0").await.unwrap());
+    }
 
     #[test]
     fn uids_must_be_safe_file_names_and_container_ids() {
