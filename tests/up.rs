@@ -440,7 +440,10 @@ async fn moor_up_follows_a_git_repository_end_to_end() {
         plan.contains("Deployment default/web") && plan.contains("replicas"),
         "{plan}"
     );
-    assert!(plan.contains("-") && plan.contains("5"), "{plan}");
+    assert!(
+        plan.contains("-     replicas: 3") && plan.contains("+     replicas: 5"),
+        "{plan}"
+    );
     git(&repo, &["commit", "-qam", "web: five replicas"]);
     let uids = eventually_ok!("5 web pods running", within Duration::from_secs(60),
         web_pods_ready(&pods, 5).await);

@@ -36,12 +36,18 @@ const STATE_FILE: &str = "up.json";
 const LOCK_FILE: &str = "up.lock";
 
 impl UpState {
-    /// Record the state in `data_dir` (atomically: a crash leaves the old file or the new).
+    /// Record the state in `data_dir` (atomically: a crash leaves the old file or the new,
+    /// never a half-written one).
     pub(super) fn write(&self, data_dir: &Path) -> anyhow::Result<()> {
+        use std::io::Write;
         let path = data_dir.join(STATE_FILE);
         let tmp = data_dir.join(format!("{STATE_FILE}.tmp"));
         let text = serde_json::to_vec_pretty(self)?;
-        std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+        let mut file =
+            std::fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
+        file.write_all(&text)
+            .and_then(|()| file.sync_all())
+            .with_context(|| format!("writing {}", tmp.display()))?;
         std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))
     }
 

@@ -104,8 +104,6 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
 pub struct ControlPlane {
     server: ApiServer,
     listener: tokio::net::TcpListener,
-    addr: SocketAddr,
-    kubeconfig: PathBuf,
     shutdown: CancellationToken,
     stop_server: CancellationToken,
     compactor: tokio::task::JoinHandle<Result<(), crate::store::StoreError>>,
@@ -277,8 +275,6 @@ impl ControlPlane {
         Ok(ControlPlane {
             server,
             listener,
-            addr,
-            kubeconfig,
             shutdown,
             stop_server,
             compactor,
@@ -290,16 +286,6 @@ impl ControlPlane {
     /// A client that calls the API server in-process (no TCP hop, the same code path).
     pub fn client(&self) -> kube::Client {
         self.server.client()
-    }
-
-    /// The address the API is served on.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// The admin kubeconfig written for this server.
-    pub fn kubeconfig(&self) -> &Path {
-        &self.kubeconfig
     }
 
     /// Serve the API until the shutdown token fires; then stop the components, then the
