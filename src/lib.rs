@@ -9,6 +9,8 @@
 //!   validation, selectors, patches), independent of HTTP.
 //! - [`apiserver`]: the Kubernetes REST API over the store — routing, watch caches, reads,
 //!   writes, discovery and OpenAPI.
+//! - [`auth`]: who is calling and what they may do — the cluster CA and certificates,
+//!   authentication (client certificates, tokens) and authorization (RBAC, nodes).
 //! - [`controllers`]: the controller manager — ReplicaSets, … — on kube-runtime, under
 //!   leader election.
 //! - [`gitops`]: desired state from folders and git repositories — sources, the manifest
@@ -25,14 +27,17 @@
 //!   Services and EndpointSlices, everything else forwarded to the host's resolvers.
 //! - [`metrics`]: the process's Prometheus metrics — one registry for every component in
 //!   the process, served as OpenMetrics text at `/metrics` by the API server and the agent.
+//! - [`fuzzing`]: fuzz targets' entry points, used by `fuzz/` and `tests/fuzz_regressions.rs`.
 //! - [`cli`]: the `moor` command line; one file per subcommand. `src/main.rs` only parses
 //!   arguments and calls into it.
 
 pub mod api;
 pub mod apiserver;
+pub mod auth;
 pub mod cli;
 pub mod controllers;
 pub mod dns;
+pub mod fuzzing;
 pub mod gitops;
 pub mod kubelet;
 pub mod metrics;

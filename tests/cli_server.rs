@@ -114,17 +114,25 @@ fn server_starts_serves_kubectl_and_stops_gracefully() {
 }
 
 #[test]
-fn non_loopback_listen_is_refused_with_a_reason() {
+fn plain_http_off_loopback_is_refused_with_a_reason() {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_moor"))
         .args(["server", "--data-dir"])
         .arg(dir.path())
-        .args(["--listen", "0.0.0.0:6443"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--insecure-listen",
+            "0.0.0.0:6443",
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("loopback"),
+        stderr.contains("--insecure-listen 0.0.0.0:6443") && stderr.contains("loopback"),
         "{out:?}"
     );
+    // Refused before anything was written.
+    assert!(!dir.path().join("kubeconfig.yaml").exists());
 }

@@ -322,10 +322,15 @@ async fn moor_server_flags() {
         }
         for _ in lines {}
     });
-    let client = Client::try_from(kube::Config::new(
-        format!("http://127.0.0.1:{port}").parse().unwrap(),
-    ))
-    .unwrap();
+    // The server writes its kubeconfig (TLS, admin certificate) before its ready line.
+    let kubeconfig = dir.path().join("kubeconfig.yaml");
+    let config = eventually_ok!("the kubeconfig", within PATIENCE, async {
+        let text = kube::config::Kubeconfig::read_from(&kubeconfig)?;
+        kube::Config::from_custom_kubeconfig(text, &Default::default())
+            .await
+            .map_err(anyhow::Error::from)
+    }.await);
+    let client = Client::try_from(config).unwrap();
     eventually_ok!("the server up", within PATIENCE, client.apiserver_version().await);
     create_node(&client, "box1", json!({})).await;
     // Leader election first (a few seconds at most), then the allocation.

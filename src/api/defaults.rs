@@ -1,6 +1,6 @@
 //! Defaulting: the values kube-apiserver fills in before it validates and stores an object
 //! (`pkg/apis/core/v1/defaults.go`, `pkg/apis/apps/v1/defaults.go`,
-//! `pkg/apis/discovery/v1/defaults.go` and the declarative `+default` tags behind their
+//! `pkg/apis/discovery/v1/defaults.go`, `pkg/apis/rbac/v1/defaults.go` and the declarative `+default` tags behind their
 //! generated `zz_generated.defaults.go`).
 //!
 //! This module owns exactly one transformation: [`apply_defaults`] edits a
@@ -53,12 +53,35 @@ pub fn apply_defaults(group: &str, kind: &str, obj: &mut Value) {
         ("apps", "Deployment") => default_deployment(root),
         ("apps", "ReplicaSet") => default_replica_set(root),
         ("discovery.k8s.io", "EndpointSlice") => default_endpoint_slice(root),
+        (RBAC_GROUP, "RoleBinding" | "ClusterRoleBinding") => default_binding(root),
         (crate::api::manifest_source::GROUP, crate::api::manifest_source::KIND) => {
             crate::api::manifest_source::apply_defaults(root)
         }
         // ConfigMap's only upstream default (`data` = empty map) is invisible on the wire;
-        // ServiceAccount, Event and Lease have none.
+        // ServiceAccount, Event, Lease, Role and ClusterRole have none.
         _ => {}
+    }
+}
+
+const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
+
+/// Upstream `SetDefaults_RoleBinding` / `SetDefaults_ClusterRoleBinding` and
+/// `SetDefaults_Subject`: an empty `roleRef.apiGroup` is RBAC's, and a User or Group
+/// subject without an `apiGroup` gets RBAC's (a ServiceAccount's stays empty).
+fn default_binding(root: &mut Object) {
+    // `roleRef` is a Go struct, not a pointer: an absent one decodes as empty and is
+    // defaulted all the same.
+    if let Some(role_ref) = ensure_obj(root, "roleRef") {
+        default_str(role_ref, "apiGroup", RBAC_GROUP);
+    }
+    for subject in objs_at(root, "subjects") {
+        let kind = subject
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if matches!(kind, "User" | "Group") {
+            default_str(subject, "apiGroup", RBAC_GROUP);
+        }
     }
 }
 
@@ -1228,6 +1251,39 @@ mod tests {
             json!({"port": 80, "name": "", "protocol": "TCP"})
         );
         assert_eq!(slice["ports"][1], json!({"name": "dns", "protocol": "UDP"}));
+    }
+
+    #[test]
+    fn rbac_bindings_default_api_groups() {
+        for kind in ["RoleBinding", "ClusterRoleBinding"] {
+            let b = defaulted(
+                "rbac.authorization.k8s.io",
+                kind,
+                json!({"roleRef": {"kind": "ClusterRole", "name": "view"}, "subjects": [
+                    {"kind": "User", "name": "u"},
+                    {"kind": "Group", "name": "g", "apiGroup": "example.com"},
+                    {"kind": "ServiceAccount", "name": "sa", "namespace": "ns"},
+                    {"kind": "Robot", "name": "r"}
+                ]}),
+            );
+            assert_eq!(b["roleRef"]["apiGroup"], "rbac.authorization.k8s.io");
+            assert_eq!(b["subjects"][0]["apiGroup"], "rbac.authorization.k8s.io");
+            assert_eq!(b["subjects"][1]["apiGroup"], "example.com");
+            assert!(b["subjects"][2].get("apiGroup").is_none());
+            assert!(b["subjects"][3].get("apiGroup").is_none());
+            let bare = defaulted("rbac.authorization.k8s.io", kind, json!({}));
+            assert_eq!(
+                bare,
+                json!({"roleRef": {"apiGroup": "rbac.authorization.k8s.io"}})
+            );
+        }
+        let role = json!({"rules": [{"verbs": ["get"], "apiGroups": [""], "resources": ["pods"]}]});
+        for kind in ["Role", "ClusterRole"] {
+            assert_eq!(
+                defaulted("rbac.authorization.k8s.io", kind, role.clone()),
+                role
+            );
+        }
     }
 
     #[test]

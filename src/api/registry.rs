@@ -250,6 +250,50 @@ pub static RESOURCES: &[ResourceInfo] = &[
         []
     ),
     resource!(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "clusterrolebindings",
+        "clusterrolebinding",
+        "ClusterRoleBinding",
+        false,
+        [],
+        [],
+        []
+    ),
+    resource!(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "clusterroles",
+        "clusterrole",
+        "ClusterRole",
+        false,
+        [],
+        [],
+        []
+    ),
+    resource!(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "rolebindings",
+        "rolebinding",
+        "RoleBinding",
+        true,
+        [],
+        [],
+        []
+    ),
+    resource!(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "roles",
+        "role",
+        "Role",
+        true,
+        [],
+        [],
+        []
+    ),
+    resource!(
         "moor.dev",
         "v1alpha1",
         "manifestsources",
@@ -335,12 +379,24 @@ mod tests {
         let deploy = by_resource("apps", "v1", "deployments").unwrap();
         assert_eq!(deploy.prefix(None), "/registry/apps/deployments/");
         assert_eq!(deploy.api_version(), "apps/v1");
+        let roles = by_resource("rbac.authorization.k8s.io", "v1", "roles").unwrap();
+        assert_eq!(
+            roles.key(Some("default"), "reader"),
+            "/registry/rbac.authorization.k8s.io/roles/default/reader"
+        );
+        let crb = by_kind("rbac.authorization.k8s.io/v1", "ClusterRoleBinding").unwrap();
+        assert!(!crb.namespaced);
+        assert_eq!(
+            crb.key(Some("ignored"), "cluster-admin"),
+            "/registry/rbac.authorization.k8s.io/clusterrolebindings/cluster-admin"
+        );
     }
 
     #[test]
     fn groups_are_listed_once() {
         let groups = groups();
         assert_eq!(groups[0], ("apps", vec!["v1"]));
-        assert_eq!(groups.len(), 4);
+        assert_eq!(groups.len(), 5);
+        assert!(groups.contains(&("rbac.authorization.k8s.io", vec!["v1"])));
     }
 }

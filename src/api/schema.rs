@@ -60,7 +60,7 @@
 use std::collections::BTreeSet;
 use std::sync::LazyLock;
 
-use k8s_openapi::api::{apps, coordination, core, discovery};
+use k8s_openapi::api::{apps, coordination, core, discovery, rbac};
 use schemars::generate::SchemaSettings;
 use schemars::{JsonSchema, SchemaGenerator};
 use serde_json::{Map, Value, json};
@@ -225,6 +225,26 @@ static KINDS: &[(&str, &str, Generate)] = &[
     ("", "Event", generate::<core::v1::Event>),
     ("apps", "Deployment", generate::<apps::v1::Deployment>),
     ("apps", "ReplicaSet", generate::<apps::v1::ReplicaSet>),
+    (
+        "rbac.authorization.k8s.io",
+        "Role",
+        generate::<rbac::v1::Role>,
+    ),
+    (
+        "rbac.authorization.k8s.io",
+        "ClusterRole",
+        generate::<rbac::v1::ClusterRole>,
+    ),
+    (
+        "rbac.authorization.k8s.io",
+        "RoleBinding",
+        generate::<rbac::v1::RoleBinding>,
+    ),
+    (
+        "rbac.authorization.k8s.io",
+        "ClusterRoleBinding",
+        generate::<rbac::v1::ClusterRoleBinding>,
+    ),
     (
         "coordination.k8s.io",
         "Lease",

@@ -11,7 +11,9 @@
 //! annotation keys and values, annotation size, immutable name/namespace); pod specs in Pods
 //! and in Deployment/ReplicaSet templates (containers, names, images, ports, policies,
 //! resources, volumes and mounts); Pod updates; Deployment and ReplicaSet specs; Services;
-//! ConfigMaps and Secrets. Also here: resource quantities ([`parse_quantity`]), which
+//! ConfigMaps and Secrets; RBAC Roles, ClusterRoles and their bindings
+//! (`pkg/apis/rbac/validation`: rules, aggregation selectors, role references and subjects;
+//! no escalation checks). Also here: resource quantities ([`parse_quantity`]), which
 //! [`crate::api::defaults`] uses to canonicalize them.
 //!
 //! Not covered (accepted as they come): probes, lifecycle hooks, env/envFrom, security
@@ -609,13 +611,17 @@ fn name_problems(group: &str, kind: &str, name: &str, prefix: bool) -> Vec<Strin
         ("", "Namespace") => is_dns1123_label(name),
         ("", "Service") => is_dns1035_label(name),
         ("", "Event") | ("events.k8s.io", "Event") => is_valid_path_segment_name(name),
+        // Upstream `ValidateRBACName`: `system:...` names need the colon.
+        (RBAC_GROUP, "Role" | "ClusterRole" | "RoleBinding" | "ClusterRoleBinding") => {
+            is_valid_path_segment_name(name)
+        }
         _ => is_dns1123_subdomain(name),
     }
 }
 
 /// The problems with `name` as the name of a `group`/`kind` object, empty when it is valid:
-/// Namespaces are DNS-1123 labels, Services DNS-1035 labels, Events any path segment, and
-/// everything else DNS-1123 subdomains.
+/// Namespaces are DNS-1123 labels, Services DNS-1035 labels, Events and RBAC objects any path
+/// segment, and everything else DNS-1123 subdomains.
 pub fn validate_name(group: &str, kind: &str, name: &str) -> Vec<String> {
     name_problems(group, kind, name, false)
 }
@@ -2257,6 +2263,196 @@ fn immutable_data(e: &mut Errs, obj: &Object, old: Option<&Object>, keys: &[&str
 }
 
 // ---------------------------------------------------------------------------------------------
+// RBAC (pkg/apis/rbac/validation).
+
+const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
+
+/// The string elements of the array at `key`; other elements are reported.
+fn str_list<'a>(e: &mut Errs, m: &'a Object, key: &str, path: &str) -> Vec<&'a str> {
+    let base = child(path, key);
+    let mut out = Vec::new();
+    for (i, v) in e.arr(m, key, path).iter().enumerate() {
+        match v {
+            Value::String(s) => out.push(s.as_str()),
+            other => e.wrong_type(format!("{base}[{i}]"), other, "string"),
+        }
+    }
+    out
+}
+
+/// Upstream `ValidatePolicyRule`; Roles (`namespaced`) may not name non-resource URLs.
+fn validate_policy_rule(e: &mut Errs, rule: &Object, namespaced: bool, path: &str) {
+    if str_list(e, rule, "verbs", path).is_empty() {
+        e.push(FieldError::required(
+            child(path, "verbs"),
+            "verbs must contain at least one value",
+        ));
+    }
+    let urls = str_list(e, rule, "nonResourceURLs", path);
+    let groups = str_list(e, rule, "apiGroups", path);
+    let resources = str_list(e, rule, "resources", path);
+    let names = str_list(e, rule, "resourceNames", path);
+    if !urls.is_empty() {
+        let shown = || Value::from(urls.clone());
+        if namespaced {
+            e.push(FieldError::invalid(
+                child(path, "nonResourceURLs"),
+                shown(),
+                "namespaced rules cannot apply to non-resource URLs",
+            ));
+        }
+        if !groups.is_empty() || !resources.is_empty() || !names.is_empty() {
+            e.push(FieldError::invalid(
+                child(path, "nonResourceURLs"),
+                shown(),
+                "rules cannot apply to both regular resources and non-resource URLs",
+            ));
+        }
+        return;
+    }
+    if groups.is_empty() {
+        e.push(FieldError::required(
+            child(path, "apiGroups"),
+            "resource rules must supply at least one api group",
+        ));
+    }
+    if resources.is_empty() {
+        e.push(FieldError::required(
+            child(path, "resources"),
+            "resource rules must supply at least one resource",
+        ));
+    }
+}
+
+fn validate_rules(e: &mut Errs, obj: &Object, namespaced: bool) {
+    for (p, rule) in e.objs(obj, "rules", "") {
+        validate_policy_rule(e, rule, namespaced, &p);
+    }
+}
+
+fn validate_cluster_role(e: &mut Errs, obj: &Object) {
+    validate_rules(e, obj, false);
+    let Some(aggregation) = e.obj(obj, "aggregationRule", "") else {
+        return;
+    };
+    let path = "aggregationRule.clusterRoleSelectors";
+    let selectors = e.objs(aggregation, "clusterRoleSelectors", "aggregationRule");
+    if selectors.is_empty() {
+        e.push(FieldError::required(
+            path,
+            "at least one clusterRoleSelector required if aggregationRule is non-nil",
+        ));
+    }
+    for (p, selector) in selectors {
+        validate_label_selector(e, selector, &p);
+    }
+}
+
+/// Upstream `ValidateRoleBindingSubject`.
+fn validate_subject(e: &mut Errs, subject: &Object, namespaced: bool, path: &str) {
+    let name = e.str(subject, "name", path);
+    let api_group = e.str(subject, "apiGroup", path);
+    let namespace = e.str(subject, "namespace", path);
+    if name.is_empty() {
+        e.push(FieldError::required(child(path, "name"), ""));
+    }
+    match e.str(subject, "kind", path) {
+        "ServiceAccount" => {
+            if !name.is_empty() {
+                for msg in is_dns1123_subdomain(name) {
+                    e.push(FieldError::invalid(child(path, "name"), name, msg));
+                }
+            }
+            if !api_group.is_empty() {
+                e.push(FieldError::not_supported(
+                    child(path, "apiGroup"),
+                    api_group,
+                    &[""],
+                ));
+            }
+            if !namespaced && namespace.is_empty() {
+                e.push(FieldError::required(child(path, "namespace"), ""));
+            }
+        }
+        "User" | "Group" => {
+            if api_group != RBAC_GROUP {
+                e.push(FieldError::not_supported(
+                    child(path, "apiGroup"),
+                    api_group,
+                    &[RBAC_GROUP],
+                ));
+            }
+        }
+        other => e.push(FieldError::not_supported(
+            child(path, "kind"),
+            other,
+            &["ServiceAccount", "User", "Group"],
+        )),
+    }
+}
+
+/// Upstream `ValidateRoleBinding` / `ValidateClusterRoleBinding` and their updates: a
+/// RoleBinding may name a Role or a ClusterRole, a ClusterRoleBinding only a ClusterRole,
+/// and the reference never changes.
+fn validate_binding(e: &mut Errs, obj: &Object, old: Option<&Object>, namespaced: bool) {
+    let role_ref = e.obj(obj, "roleRef", "").cloned().unwrap_or_default();
+    let api_group = e.str(&role_ref, "apiGroup", "roleRef");
+    if api_group != RBAC_GROUP {
+        e.push(FieldError::not_supported(
+            "roleRef.apiGroup",
+            api_group,
+            &[RBAC_GROUP],
+        ));
+    }
+    let kind = e.str(&role_ref, "kind", "roleRef");
+    let kinds: &[&str] = if namespaced {
+        &["Role", "ClusterRole"]
+    } else {
+        &["ClusterRole"]
+    };
+    if !kinds.contains(&kind) {
+        e.push(FieldError::not_supported("roleRef.kind", kind, kinds));
+    }
+    let name = e.str(&role_ref, "name", "roleRef");
+    if name.is_empty() {
+        e.push(FieldError::required("roleRef.name", ""));
+    } else {
+        for msg in is_valid_path_segment_name(name) {
+            e.push(FieldError::invalid("roleRef.name", name, msg));
+        }
+    }
+    for (p, subject) in e.objs(obj, "subjects", "") {
+        validate_subject(e, subject, namespaced, &p);
+    }
+    let Some(old) = old else {
+        return;
+    };
+    let read = |m: &Object, key: &str| -> String {
+        m.get("roleRef")
+            .and_then(|r| r.get(key))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let changed = ["apiGroup", "kind", "name"]
+        .iter()
+        .any(|k| read(obj, k) != read(old, k));
+    if changed {
+        let shown = format!(
+            "rbac.RoleRef{{APIGroup:{}, Kind:{}, Name:{}}}",
+            go_quote(api_group),
+            go_quote(kind),
+            go_quote(name)
+        );
+        e.push(FieldError::invalid(
+            "roleRef",
+            go_repr(shown),
+            "cannot change roleRef",
+        ));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Entry point.
 
 /// Every problem with `obj`, an object of `group`/`kind` after defaulting; `old` is the stored
@@ -2286,6 +2482,10 @@ pub fn validate(group: &str, kind: &str, obj: &Value, old: Option<&Value>) -> Ve
         ("", "Service") => validate_service(&mut e, root, old),
         ("", "ConfigMap") => validate_config_map(&mut e, root, old),
         ("", "Secret") => validate_secret(&mut e, root, old),
+        (RBAC_GROUP, "Role") => validate_rules(&mut e, root, true),
+        (RBAC_GROUP, "ClusterRole") => validate_cluster_role(&mut e, root),
+        (RBAC_GROUP, "RoleBinding") => validate_binding(&mut e, root, old, true),
+        (RBAC_GROUP, "ClusterRoleBinding") => validate_binding(&mut e, root, old, false),
         (crate::api::manifest_source::GROUP, crate::api::manifest_source::KIND) => {
             e.0.extend(crate::api::manifest_source::validate(obj))
         }
@@ -2311,6 +2511,152 @@ mod tests {
         let mut p = json!({"metadata": {"name": "p"}, "spec": spec});
         crate::api::defaults::apply_defaults("", "Pod", &mut p);
         p
+    }
+
+    fn rbac(kind: &str, obj: Value) -> Vec<String> {
+        messages(RBAC_GROUP, kind, obj)
+    }
+
+    #[test]
+    fn rbac_roles_need_verbs_groups_and_resources() {
+        let ok = json!({"metadata": {"name": "system:reader", "namespace": "ns"}, "rules": [
+            {"verbs": ["get"], "apiGroups": [""], "resources": ["pods"]}
+        ]});
+        assert!(rbac("Role", ok.clone()).is_empty());
+        assert!(rbac("ClusterRole", ok).is_empty());
+        assert_eq!(
+            rbac(
+                "Role",
+                json!({"metadata": {"name": "r"}, "rules": [{}, {"verbs": ["get"], "nonResourceURLs": ["/healthz"]}]})
+            ),
+            [
+                "rules[0].verbs: Required value: verbs must contain at least one value",
+                "rules[0].apiGroups: Required value: resource rules must supply at least one api group",
+                "rules[0].resources: Required value: resource rules must supply at least one resource",
+                "rules[1].nonResourceURLs: Invalid value: []string{\"/healthz\"}: namespaced rules cannot apply to non-resource URLs",
+            ]
+        );
+        assert_eq!(
+            rbac(
+                "ClusterRole",
+                json!({"metadata": {"name": "r"}, "rules": [
+                    {"verbs": ["get"], "nonResourceURLs": ["/healthz"]},
+                    {"verbs": ["get"], "nonResourceURLs": ["/x"], "resources": ["pods"]}
+                ]})
+            ),
+            [
+                "rules[1].nonResourceURLs: Invalid value: []string{\"/x\"}: rules cannot apply to both regular resources and non-resource URLs"
+            ]
+        );
+        assert_eq!(
+            rbac("ClusterRole", json!({"metadata": {"name": "a/b"}})),
+            ["metadata.name: Invalid value: \"a/b\": may not contain '/'"]
+        );
+    }
+
+    #[test]
+    fn rbac_aggregation_rules_need_valid_selectors() {
+        let role = |rule: Value| json!({"metadata": {"name": "agg"}, "aggregationRule": rule});
+        assert!(
+            rbac(
+                "ClusterRole",
+                role(json!({"clusterRoleSelectors": [{"matchLabels": {"a": "b"}}]}))
+            )
+            .is_empty()
+        );
+        assert_eq!(
+            rbac("ClusterRole", role(json!({}))),
+            [
+                "aggregationRule.clusterRoleSelectors: Required value: at least one clusterRoleSelector required if aggregationRule is non-nil"
+            ]
+        );
+        assert_eq!(
+            rbac(
+                "ClusterRole",
+                role(
+                    json!({"clusterRoleSelectors": [{"matchExpressions": [{"key": "a", "operator": "Near"}]}]})
+                )
+            ),
+            [
+                "aggregationRule.clusterRoleSelectors[0].matchExpressions[0].operator: Invalid value: \"Near\": not a valid selector operator"
+            ]
+        );
+    }
+
+    #[test]
+    fn rbac_bindings_check_role_refs_and_subjects() {
+        let binding = |role_ref: Value, subjects: Value| {
+            let mut b = json!({"metadata": {"name": "b", "namespace": "ns"}, "roleRef": role_ref, "subjects": subjects});
+            crate::api::defaults::apply_defaults(RBAC_GROUP, "RoleBinding", &mut b);
+            b
+        };
+        let view = json!({"kind": "ClusterRole", "name": "view"});
+        let role = json!({"kind": "Role", "name": "r"});
+        let subjects = json!([
+            {"kind": "User", "name": "u"},
+            {"kind": "Group", "name": "system:authenticated"},
+            {"kind": "ServiceAccount", "name": "sa"},
+        ]);
+        assert!(rbac("RoleBinding", binding(view.clone(), subjects.clone())).is_empty());
+        assert!(rbac("RoleBinding", binding(role.clone(), subjects.clone())).is_empty());
+        // A ClusterRoleBinding may only grant a ClusterRole, and needs SA namespaces.
+        assert_eq!(
+            rbac("ClusterRoleBinding", binding(role, subjects)),
+            [
+                "roleRef.kind: Unsupported value: \"Role\": supported values: \"ClusterRole\"",
+                "subjects[2].namespace: Required value",
+            ]
+        );
+        assert_eq!(
+            rbac("RoleBinding", json!({"metadata": {"name": "b"}})),
+            [
+                "roleRef.apiGroup: Unsupported value: \"\": supported values: \"rbac.authorization.k8s.io\"",
+                "roleRef.kind: Unsupported value: \"\": supported values: \"Role\", \"ClusterRole\"",
+                "roleRef.name: Required value",
+            ]
+        );
+        assert_eq!(
+            rbac(
+                "RoleBinding",
+                binding(
+                    json!({"kind": "ClusterRole", "name": "view", "apiGroup": "x.io"}),
+                    json!([
+                        {"kind": "Robot", "name": "r"},
+                        {"kind": "User", "name": "", "apiGroup": "x.io"},
+                        {"kind": "ServiceAccount", "name": "Bad_Name", "apiGroup": "v1"},
+                    ])
+                )
+            ),
+            [
+                "roleRef.apiGroup: Unsupported value: \"x.io\": supported values: \"rbac.authorization.k8s.io\"",
+                "subjects[0].kind: Unsupported value: \"Robot\": supported values: \"ServiceAccount\", \"User\", \"Group\"",
+                "subjects[1].name: Required value",
+                "subjects[1].apiGroup: Unsupported value: \"x.io\": supported values: \"rbac.authorization.k8s.io\"",
+                "subjects[2].name: Invalid value: \"Bad_Name\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')",
+                "subjects[2].apiGroup: Unsupported value: \"v1\": supported values: \"\"",
+            ]
+        );
+    }
+
+    #[test]
+    fn rbac_role_refs_are_immutable() {
+        let b = |name: &str| {
+            json!({"metadata": {"name": "b"}, "subjects": [],
+                   "roleRef": {"apiGroup": RBAC_GROUP, "kind": "ClusterRole", "name": name}})
+        };
+        for kind in ["RoleBinding", "ClusterRoleBinding"] {
+            assert!(validate(RBAC_GROUP, kind, &b("view"), Some(&b("view"))).is_empty());
+            let errs: Vec<String> = validate(RBAC_GROUP, kind, &b("edit"), Some(&b("view")))
+                .iter()
+                .map(FieldError::message)
+                .collect();
+            assert_eq!(
+                errs,
+                [
+                    "roleRef: Invalid value: rbac.RoleRef{APIGroup:\"rbac.authorization.k8s.io\", Kind:\"ClusterRole\", Name:\"edit\"}: cannot change roleRef"
+                ]
+            );
+        }
     }
 
     #[test]

@@ -149,6 +149,32 @@ mod tests {
     }
 
     #[test]
+    fn rbac_kinds_are_discovered_with_their_scopes() {
+        let doc = resources("rbac.authorization.k8s.io", "v1").unwrap();
+        assert_eq!(doc["groupVersion"], "rbac.authorization.k8s.io/v1");
+        let list = doc["resources"].as_array().unwrap();
+        for (name, kind, namespaced) in [
+            ("roles", "Role", true),
+            ("rolebindings", "RoleBinding", true),
+            ("clusterroles", "ClusterRole", false),
+            ("clusterrolebindings", "ClusterRoleBinding", false),
+        ] {
+            let r = list.iter().find(|r| r["name"] == name).unwrap();
+            assert_eq!(r["kind"], kind);
+            assert_eq!(r["namespaced"], namespaced);
+            assert_eq!(r["verbs"], json!(VERBS));
+        }
+        assert_eq!(list.len(), 4);
+        assert!(
+            groups()["groups"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|g| g["name"] == "rbac.authorization.k8s.io")
+        );
+    }
+
+    #[test]
     fn groups_have_preferred_versions() {
         let doc = groups();
         let apps = doc["groups"]

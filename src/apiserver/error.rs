@@ -131,6 +131,21 @@ impl ApiError {
         Self::new(503, "ServiceUnavailable", message)
     }
 
+    /// 401 Unauthorized: no credential, or one that is not valid.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(401, "Unauthorized", message)
+    }
+
+    /// 403 Forbidden: authenticated, but not allowed.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(403, "Forbidden", message)
+    }
+
+    /// 429 TooManyRequests: the caller has too many requests (or watches) open.
+    pub fn too_many_requests(message: impl Into<String>) -> Self {
+        Self::new(429, "TooManyRequests", message)
+    }
+
     /// 504 Timeout.
     pub fn timeout(message: impl Into<String>) -> Self {
         Self::new(504, "Timeout", message)

@@ -12,21 +12,23 @@
 //! validation, selectors, patches) live in [`crate::api`]; the store knows nothing of any
 //! of it.
 
+pub mod access;
 pub mod cache;
 pub mod discovery;
 pub mod error;
 pub mod instrument;
+pub mod listen;
 pub mod logs;
 pub mod openapi;
 pub mod protobuf;
 pub mod reads;
 pub mod request;
+pub mod reviews;
 pub mod services;
 pub mod table;
 pub mod writes;
 
 use std::collections::HashMap;
-use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -96,6 +98,10 @@ pub struct Inner {
     /// Cluster IPs and node ports of Services.
     services: services::ServiceAllocator,
     shutdown: CancellationToken,
+    /// How TLS callers are authenticated and limited (set once, before serving).
+    security: std::sync::OnceLock<access::Security>,
+    /// The RBAC policy and per-user semaphores.
+    access: access::AccessState,
 }
 
 impl Inner {
@@ -103,6 +109,13 @@ impl Inner {
         if let Some(a) = self.acked.get(&(info.group, info.plural)) {
             a.fetch_max(revision, Ordering::AcqRel);
         }
+    }
+
+    fn security(&self) -> &access::Security {
+        static NONE: std::sync::OnceLock<access::Security> = std::sync::OnceLock::new();
+        self.security
+            .get()
+            .unwrap_or_else(|| NONE.get_or_init(access::Security::default))
     }
 
     fn acknowledged(&self, info: &ResourceInfo) -> Revision {
@@ -138,6 +151,8 @@ impl ApiServer {
                 acked,
                 shared_store: std::sync::atomic::AtomicBool::new(false),
                 shutdown,
+                security: std::sync::OnceLock::new(),
+                access: access::AccessState::default(),
             }),
             tasks: TaskTracker::new(),
         }
@@ -182,6 +197,15 @@ impl ApiServer {
         self.inner
             .services
             .configure(|c| c.advertise = Some(address));
+        self
+    }
+
+    /// How callers on the TLS listener are authenticated and limited. Call before
+    /// [`start`](Self::start); a second call is ignored.
+    pub fn with_security(self, security: access::Security) -> Self {
+        if self.inner.security.set(security).is_err() {
+            tracing::warn!("the API server's security was configured twice; the first stays");
+        }
         self
     }
 
@@ -280,6 +304,41 @@ impl ApiServer {
                 Err(e) => return Err(e),
             }
         }
+        self.bootstrap_rbac().await
+    }
+
+    /// Create the default roles and bindings (cluster-admin, admin, edit, view, the
+    /// system: roles) that are missing. Existing ones are left as they are: an operator's
+    /// edit stays.
+    async fn bootstrap_rbac(&self) -> Result<(), ApiError> {
+        for object in crate::auth::rbac::default_objects() {
+            let api_version = object["apiVersion"].as_str().unwrap_or_default();
+            let kind = object["kind"].as_str().unwrap_or_default();
+            let name = object["metadata"]["name"].as_str().unwrap_or_default();
+            let info = registry::by_kind(api_version, kind).ok_or_else(|| {
+                ApiError::internal(format!("{api_version} {kind} is not registered"))
+            })?;
+            let namespace = object["metadata"]["namespace"].as_str().map(str::to_owned);
+            let (existing, _) = self
+                .inner
+                .store
+                .get(&info.key(namespace.as_deref(), name))
+                .await?;
+            if existing.is_some() {
+                continue;
+            }
+            let target = Target {
+                info,
+                namespace,
+                name: None,
+                subresource: None,
+            };
+            match self.inner.create(&target, object, &Params::default()).await {
+                Ok(_) => {}
+                Err(e) if e.reason == "AlreadyExists" => {}
+                Err(e) => return Err(e),
+            }
+        }
         Ok(())
     }
 
@@ -304,7 +363,27 @@ impl ApiServer {
             .route("/api/{*path}", axum::routing::any(api_core))
             .route("/apis", axum::routing::any(api_groups_root))
             .route("/apis/{*path}", axum::routing::any(api_groups))
+            .route(
+                "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+                axum::routing::post(reviews::self_subject_access_review),
+            )
+            .route(
+                "/apis/authorization.k8s.io/v1/selfsubjectrulesreviews",
+                axum::routing::post(reviews::self_subject_rules_review),
+            )
+            .route(
+                "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+                axum::routing::post(reviews::self_subject_review),
+            )
+            .route(
+                reviews::NODE_CERTIFICATE_PATH,
+                axum::routing::post(reviews::node_certificate),
+            )
             .fallback(|req: Request| async move { ApiError::no_route(req.uri().path()) })
+            .layer(axum::middleware::from_fn_with_state(
+                self.inner.clone(),
+                access::access_control,
+            ))
             .with_state(self.inner.clone())
     }
 
@@ -317,17 +396,35 @@ impl ApiServer {
         kube::Client::new(service, "default")
     }
 
-    /// Serve HTTP on `listener` until the shutdown token fires; in-flight requests finish,
-    /// open watches end.
+    /// Serve plain HTTP on `listener` until the shutdown token fires; in-flight requests
+    /// finish, open watches end. Every caller gets full access, as on kube-apiserver's old
+    /// insecure port: bind it to loopback only (`moor server --insecure-listen`, tests).
     pub async fn serve(self, listener: tokio::net::TcpListener) -> std::io::Result<()> {
-        let shutdown = self.inner.shutdown.clone();
-        let router = self.router();
-        let served = axum::serve(
+        self.serve_with(listener, listen::Security::Plain).await
+    }
+
+    /// Serve HTTPS on `listener` with `tls` (see [`listen::tls_config`]): callers are
+    /// authenticated by client certificate or bearer token and authorized (node
+    /// authorizer, RBAC), as configured by [`with_security`](Self::with_security).
+    pub async fn serve_tls(
+        self,
+        listener: tokio::net::TcpListener,
+        tls: Arc<rustls::ServerConfig>,
+    ) -> std::io::Result<()> {
+        self.serve_with(listener, listen::Security::Tls(tls)).await
+    }
+
+    async fn serve_with(
+        self,
+        listener: tokio::net::TcpListener,
+        security: listen::Security,
+    ) -> std::io::Result<()> {
+        let served = listen::serve(
             listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
+            self.router(),
+            security,
+            self.inner.shutdown.clone(),
         )
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .into_future()
         .await;
         self.tasks.close();
         self.tasks.wait().await;

@@ -220,6 +220,27 @@ mod tests {
     }
 
     #[test]
+    fn every_served_kind_has_paths_and_a_schema() {
+        for r in RESOURCES {
+            let path = if r.group.is_empty() {
+                format!("api/{}", r.version)
+            } else {
+                format!("apis/{}/{}", r.group, r.version)
+            };
+            let doc: Value = serde_json::from_slice(&v3(&path).unwrap()).unwrap();
+            let def = schema::definition_name(r.group, r.kind)
+                .unwrap_or_else(|| panic!("{} {} has no schema", r.group, r.kind));
+            assert!(doc["components"]["schemas"][def].is_object(), "{def}");
+            let found = doc["paths"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .any(|p| p.ends_with(&format!("/{}", r.plural)));
+            assert!(found, "no paths for {}", r.plural);
+        }
+    }
+
+    #[test]
     fn v2_uses_definitions_refs() {
         let text = String::from_utf8(v2().to_vec()).unwrap();
         assert!(text.contains("#/definitions/io.k8s.api.core.v1.PodSpec"));

@@ -156,6 +156,18 @@ fn root(api_version: &str, kind: &str) -> Option<&'static Message> {
         ("coordination.k8s.io/v1", "Lease") => &tables::COORDINATION_V1_LEASE,
         ("discovery.k8s.io/v1", "EndpointSlice") => &tables::DISCOVERY_V1_ENDPOINT_SLICE,
         ("autoscaling/v1", "Scale") => &tables::AUTOSCALING_V1_SCALE,
+        ("rbac.authorization.k8s.io/v1", "Role") => &tables::RBAC_V1_ROLE,
+        ("rbac.authorization.k8s.io/v1", "ClusterRole") => &tables::RBAC_V1_CLUSTER_ROLE,
+        ("rbac.authorization.k8s.io/v1", "RoleBinding") => &tables::RBAC_V1_ROLE_BINDING,
+        ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
+            &tables::RBAC_V1_CLUSTER_ROLE_BINDING
+        }
+        ("authorization.k8s.io/v1", "SelfSubjectAccessReview") => {
+            &tables::AUTHORIZATION_V1_SELF_SUBJECT_ACCESS_REVIEW
+        }
+        ("authorization.k8s.io/v1", "SelfSubjectRulesReview") => {
+            &tables::AUTHORIZATION_V1_SELF_SUBJECT_RULES_REVIEW
+        }
         (v, "DeleteOptions") if v.rsplit('/').next() == Some("v1") => {
             &tables::META_V1_DELETE_OPTIONS
         }
@@ -2645,6 +2657,136 @@ pub(super) static AUTOSCALING_V1_SCALE_STATUS: Message = Message {
     fields: &[
         field(1, "replicas", I32, Keep),
         field(2, "selector", Str, OmitZero),
+    ],
+};
+pub(super) static RBAC_V1_ROLE: Message = Message {
+    name: "rbac.v1.Role",
+    fields: &[
+        field(1, "metadata", Msg(&META_V1_OBJECT_META), Keep),
+        field(2, "rules", Msg(&RBAC_V1_POLICY_RULE), Repeated),
+    ],
+};
+pub(super) static RBAC_V1_CLUSTER_ROLE: Message = Message {
+    name: "rbac.v1.ClusterRole",
+    fields: &[
+        field(1, "metadata", Msg(&META_V1_OBJECT_META), Keep),
+        field(2, "rules", Msg(&RBAC_V1_POLICY_RULE), Repeated),
+        field(3, "aggregationRule", Msg(&RBAC_V1_AGGREGATION_RULE), OmitZero),
+    ],
+};
+pub(super) static RBAC_V1_AGGREGATION_RULE: Message = Message {
+    name: "rbac.v1.AggregationRule",
+    fields: &[
+        field(1, "clusterRoleSelectors", Msg(&META_V1_LABEL_SELECTOR), Repeated),
+    ],
+};
+pub(super) static RBAC_V1_POLICY_RULE: Message = Message {
+    name: "rbac.v1.PolicyRule",
+    fields: &[
+        field(1, "verbs", Str, Repeated),
+        field(2, "apiGroups", Str, Repeated),
+        field(3, "resources", Str, Repeated),
+        field(4, "resourceNames", Str, Repeated),
+        field(5, "nonResourceURLs", Str, Repeated),
+    ],
+};
+pub(super) static RBAC_V1_ROLE_BINDING: Message = Message {
+    name: "rbac.v1.RoleBinding",
+    fields: &[
+        field(1, "metadata", Msg(&META_V1_OBJECT_META), Keep),
+        field(2, "subjects", Msg(&RBAC_V1_SUBJECT), Repeated),
+        field(3, "roleRef", Msg(&RBAC_V1_ROLE_REF), Keep),
+    ],
+};
+pub(super) static RBAC_V1_CLUSTER_ROLE_BINDING: Message = Message {
+    name: "rbac.v1.ClusterRoleBinding",
+    fields: &[
+        field(1, "metadata", Msg(&META_V1_OBJECT_META), Keep),
+        field(2, "subjects", Msg(&RBAC_V1_SUBJECT), Repeated),
+        field(3, "roleRef", Msg(&RBAC_V1_ROLE_REF), Keep),
+    ],
+};
+pub(super) static RBAC_V1_SUBJECT: Message = Message {
+    name: "rbac.v1.Subject",
+    fields: &[
+        field(1, "kind", Str, Keep),
+        field(2, "apiGroup", Str, OmitZero),
+        field(3, "name", Str, Keep),
+        field(4, "namespace", Str, OmitZero),
+    ],
+};
+// `kubectl auth can-i` sends its reviews as protobuf. Only the spec is read; a status a
+// client sends is ignored by the handler.
+pub(super) static AUTHORIZATION_V1_SELF_SUBJECT_ACCESS_REVIEW: Message = Message {
+    name: "authorization.v1.SelfSubjectAccessReview",
+    fields: &[
+        field(1, "metadata", Msg(&META_V1_OBJECT_META), Keep),
+        field(
+            2,
+            "spec",
+            Msg(&AUTHORIZATION_V1_SELF_SUBJECT_ACCESS_REVIEW_SPEC),
+            Keep,
+        ),
+    ],
+};
+pub(super) static AUTHORIZATION_V1_SELF_SUBJECT_ACCESS_REVIEW_SPEC: Message = Message {
+    name: "authorization.v1.SelfSubjectAccessReviewSpec",
+    fields: &[
+        field(
+            1,
+            "resourceAttributes",
+            Msg(&AUTHORIZATION_V1_RESOURCE_ATTRIBUTES),
+            Keep,
+        ),
+        field(
+            2,
+            "nonResourceAttributes",
+            Msg(&AUTHORIZATION_V1_NON_RESOURCE_ATTRIBUTES),
+            Keep,
+        ),
+    ],
+};
+pub(super) static AUTHORIZATION_V1_RESOURCE_ATTRIBUTES: Message = Message {
+    name: "authorization.v1.ResourceAttributes",
+    fields: &[
+        field(1, "namespace", Str, OmitZero),
+        field(2, "verb", Str, OmitZero),
+        field(3, "group", Str, OmitZero),
+        field(4, "version", Str, OmitZero),
+        field(5, "resource", Str, OmitZero),
+        field(6, "subresource", Str, OmitZero),
+        field(7, "name", Str, OmitZero),
+    ],
+};
+pub(super) static AUTHORIZATION_V1_NON_RESOURCE_ATTRIBUTES: Message = Message {
+    name: "authorization.v1.NonResourceAttributes",
+    fields: &[
+        field(1, "path", Str, OmitZero),
+        field(2, "verb", Str, OmitZero),
+    ],
+};
+pub(super) static AUTHORIZATION_V1_SELF_SUBJECT_RULES_REVIEW: Message = Message {
+    name: "authorization.v1.SelfSubjectRulesReview",
+    fields: &[
+        field(1, "metadata", Msg(&META_V1_OBJECT_META), Keep),
+        field(
+            2,
+            "spec",
+            Msg(&AUTHORIZATION_V1_SELF_SUBJECT_RULES_REVIEW_SPEC),
+            Keep,
+        ),
+    ],
+};
+pub(super) static AUTHORIZATION_V1_SELF_SUBJECT_RULES_REVIEW_SPEC: Message = Message {
+    name: "authorization.v1.SelfSubjectRulesReviewSpec",
+    fields: &[field(1, "namespace", Str, OmitZero)],
+};
+pub(super) static RBAC_V1_ROLE_REF: Message = Message {
+    name: "rbac.v1.RoleRef",
+    fields: &[
+        field(1, "apiGroup", Str, Keep),
+        field(2, "kind", Str, Keep),
+        field(3, "name", Str, Keep),
     ],
 };
 }

@@ -429,6 +429,39 @@ const LEASE_COLUMNS: &[Column] = &[
     AGE,
 ];
 
+/// Roles and ClusterRoles: upstream prints the creation time itself, not an age.
+const ROLE_COLUMNS: &[Column] = &[NAME, col("Created At", "date", DOC_CREATION_TIMESTAMP)];
+
+const DOC_USERS: &str = "Users in the roleBinding";
+const DOC_GROUPS: &str = "Groups in the roleBinding";
+const DOC_SERVICE_ACCOUNTS: &str = "ServiceAccounts in the roleBinding";
+
+const ROLE_BINDING_COLUMNS: &[Column] = &[
+    NAME,
+    col(
+        "Role",
+        "string",
+        "RoleRef can reference a Role in the current namespace or a ClusterRole in the global namespace. If the RoleRef cannot be resolved, the Authorizer must return an error. This field is immutable.",
+    ),
+    AGE,
+    wide("Users", "string", DOC_USERS),
+    wide("Groups", "string", DOC_GROUPS),
+    wide("ServiceAccounts", "string", DOC_SERVICE_ACCOUNTS),
+];
+
+const CLUSTER_ROLE_BINDING_COLUMNS: &[Column] = &[
+    NAME,
+    col(
+        "Role",
+        "string",
+        "RoleRef can only reference a ClusterRole in the global namespace. If the RoleRef cannot be resolved, the Authorizer must return an error. This field is immutable.",
+    ),
+    AGE,
+    wide("Users", "string", DOC_USERS),
+    wide("Groups", "string", DOC_GROUPS),
+    wide("ServiceAccounts", "string", DOC_SERVICE_ACCOUNTS),
+];
+
 const MANIFEST_SOURCE_COLUMNS: &[Column] = &[
     NAME,
     col(
@@ -471,6 +504,9 @@ enum Printer {
     Node,
     Event,
     Lease,
+    Role,
+    RoleBinding,
+    ClusterRoleBinding,
     ManifestSource,
     Default,
 }
@@ -491,6 +527,9 @@ impl Printer {
             ("", "Node") => Printer::Node,
             ("", "Event") => Printer::Event,
             ("coordination.k8s.io", "Lease") => Printer::Lease,
+            ("rbac.authorization.k8s.io", "Role" | "ClusterRole") => Printer::Role,
+            ("rbac.authorization.k8s.io", "RoleBinding") => Printer::RoleBinding,
+            ("rbac.authorization.k8s.io", "ClusterRoleBinding") => Printer::ClusterRoleBinding,
             ("moor.dev", "ManifestSource") => Printer::ManifestSource,
             _ => Printer::Default,
         }
@@ -511,6 +550,9 @@ impl Printer {
             Printer::Node => NODE_COLUMNS,
             Printer::Event => EVENT_COLUMNS,
             Printer::Lease => LEASE_COLUMNS,
+            Printer::Role => ROLE_COLUMNS,
+            Printer::RoleBinding => ROLE_BINDING_COLUMNS,
+            Printer::ClusterRoleBinding => CLUSTER_ROLE_BINDING_COLUMNS,
             Printer::ManifestSource => MANIFEST_SOURCE_COLUMNS,
             Printer::Default => DEFAULT_COLUMNS,
         }
@@ -554,6 +596,8 @@ impl Printer {
             Printer::Node => node_cells(obj, name(), age()),
             Printer::Event => event_cells(obj, now),
             Printer::Lease => vec![name(), s(obj, &["spec", "holderIdentity"]).into(), age()],
+            Printer::Role => vec![name(), created_at(obj).into()],
+            Printer::RoleBinding | Printer::ClusterRoleBinding => binding_cells(obj, name(), age()),
             Printer::ManifestSource => manifest_source_cells(obj, name(), age()),
             Printer::Default => vec![name(), date_cell(obj, now)],
         };
@@ -588,6 +632,44 @@ fn manifest_source_cells(obj: &Value, name: Value, age: Value) -> Vec<Value> {
         age,
         source.into(),
         message.into(),
+    ]
+}
+
+/// `printRole`'s cell: the creation time in UTC as RFC 3339 (Go's zero time when unset).
+fn created_at(obj: &Value) -> String {
+    time(obj, &["metadata", "creationTimestamp"])
+        .unwrap_or_else(go_zero_time)
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+/// `printRoleBinding` / `printClusterRoleBinding`: `Kind/name` of the role, then the
+/// subjects split as upstream's `SubjectsStrings` does (ServiceAccounts as `namespace/name`).
+fn binding_cells(obj: &Value, name: Value, age: Value) -> Vec<Value> {
+    let role = format!(
+        "{}/{}",
+        s(obj, &["roleRef", "kind"]),
+        s(obj, &["roleRef", "name"])
+    );
+    let (mut users, mut groups, mut service_accounts) = (vec![], vec![], vec![]);
+    for subject in arr(obj, &["subjects"]) {
+        let subject_name = s(subject, &["name"]);
+        match s(subject, &["kind"]) {
+            "User" => users.push(subject_name.to_owned()),
+            "Group" => groups.push(subject_name.to_owned()),
+            "ServiceAccount" => {
+                service_accounts.push(format!("{}/{subject_name}", s(subject, &["namespace"])))
+            }
+            _ => {}
+        }
+    }
+    vec![
+        name,
+        role.into(),
+        age,
+        users.join(", ").into(),
+        groups.join(", ").into(),
+        service_accounts.join(", ").into(),
     ]
 }
 
@@ -1617,6 +1699,79 @@ mod tests {
         assert_eq!(format_endpoints(&json!({"subsets": "x"})), "<none>");
         assert_eq!(join_host_port("::1", 443), "[::1]:443");
         assert_eq!(join_host_port("10.0.0.1", 443), "10.0.0.1:443");
+    }
+
+    #[test]
+    fn rbac_rows_follow_upstream_printers() {
+        let now: Timestamp = "2026-01-01T01:00:00Z".parse().unwrap();
+        let role =
+            json!({"metadata": {"name": "reader", "creationTimestamp": "2026-01-01T00:00:00Z"}});
+        let t = table(
+            "rbac.authorization.k8s.io",
+            "ClusterRole",
+            &[role],
+            json!({}),
+            "None",
+            now,
+        );
+        let names: Vec<&Value> = t["columnDefinitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| &c["name"])
+            .collect();
+        assert_eq!(names, [&json!("Name"), &json!("Created At")]);
+        assert_eq!(
+            t["rows"][0]["cells"],
+            json!(["reader", "2026-01-01T00:00:00Z"])
+        );
+        let bare = table(
+            "rbac.authorization.k8s.io",
+            "Role",
+            &[json!({})],
+            json!({}),
+            "None",
+            now,
+        );
+        assert_eq!(
+            bare["rows"][0]["cells"],
+            json!(["", "0001-01-01T00:00:00Z"])
+        );
+
+        let binding = json!({
+            "metadata": {"name": "b", "creationTimestamp": "2026-01-01T00:00:00Z"},
+            "roleRef": {"kind": "ClusterRole", "name": "view"},
+            "subjects": [
+                {"kind": "User", "name": "u1"}, {"kind": "User", "name": "u2"},
+                {"kind": "Group", "name": "g"},
+                {"kind": "ServiceAccount", "name": "sa", "namespace": "ns"},
+                {"kind": "Robot", "name": "r"}
+            ]
+        });
+        for kind in ["RoleBinding", "ClusterRoleBinding"] {
+            let t = table(
+                "rbac.authorization.k8s.io",
+                kind,
+                std::slice::from_ref(&binding),
+                json!({}),
+                "None",
+                now,
+            );
+            let columns = t["columnDefinitions"].as_array().unwrap();
+            let names: Vec<&str> = columns
+                .iter()
+                .map(|c| c["name"].as_str().unwrap())
+                .collect();
+            assert_eq!(
+                names,
+                ["Name", "Role", "Age", "Users", "Groups", "ServiceAccounts"]
+            );
+            assert_eq!(columns[3]["priority"], 1);
+            assert_eq!(
+                t["rows"][0]["cells"],
+                json!(["b", "ClusterRole/view", "60m", "u1, u2", "g", "ns/sa"])
+            );
+        }
     }
 
     #[test]

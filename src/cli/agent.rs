@@ -15,8 +15,19 @@ use crate::kubelet::{Agent, AgentConfig, DEFAULT_KUBELET_PORT, DEFAULT_POD_CIDR}
 #[derive(Debug, Args)]
 pub struct AgentArgs {
     /// Kubeconfig of the cluster (moor server writes one to its data dir).
-    #[arg(long, env = "KUBECONFIG")]
+    #[arg(long, env = "KUBECONFIG", conflicts_with = "token")]
     pub kubeconfig: Option<PathBuf>,
+    /// Join with this bootstrap token (`moor token create`): the agent obtains its own
+    /// client certificate, for `system:node:NAME`, and keeps it in a kubeconfig in its
+    /// data dir (later starts use that and need no token).
+    #[arg(long, env = "MOOR_TOKEN", requires_all = ["server", "certificate_authority"])]
+    pub token: Option<String>,
+    /// The API server to join with --token, e.g. https://10.0.0.1:6443.
+    #[arg(long, value_name = "URL")]
+    pub server: Option<String>,
+    /// The cluster CA to trust when joining (the server's DATA_DIR/pki/ca.crt).
+    #[arg(long, value_name = "FILE")]
+    pub certificate_authority: Option<PathBuf>,
     /// containerd's socket.
     #[arg(long, default_value = crate::kubelet::containerd::DEFAULT_SOCKET)]
     pub containerd_socket: PathBuf,
@@ -110,7 +121,11 @@ pub(super) fn node_name(given: Option<String>) -> anyhow::Result<String> {
 
 /// Run `moor agent` until SIGINT or SIGTERM; containers keep running after it exits.
 pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
-    let client = super::diff::connect(args.kubeconfig.clone()).await?;
+    let kubeconfig = match &args.token {
+        Some(token) => Some(join(&args, token).await?),
+        None => args.kubeconfig.clone(),
+    };
+    let client = super::diff::connect(kubeconfig).await?;
     let mut config = args.node.config(args.data_dir, args.containerd_socket)?;
     config.service_cidr = args.network.service_cidr;
     config.cluster_dns = Some(args.network.cluster_dns());
@@ -121,6 +136,107 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     let agent = Agent::new(client, config.clone());
     run_agent(agent, &config, shutdown, std::time::Instant::now(), None).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The agent's own kubeconfig in its data dir, written when it joins.
+pub const AGENT_KUBECONFIG: &str = "kubeconfig.yaml";
+/// A node certificate this close to expiry is renewed at start.
+const RENEW_BEFORE: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
+
+/// Join the cluster with a bootstrap token: unless the data dir already holds a node
+/// kubeconfig for this server whose certificate is not about to expire, send a
+/// certificate signing request for `system:node:NAME` with the token, and write the
+/// kubeconfig with the certificate it returns. Returns the kubeconfig's path.
+async fn join(args: &AgentArgs, token: &str) -> anyhow::Result<PathBuf> {
+    use base64::Engine;
+    let node = node_name(args.node.node_name.clone())?;
+    let server = args.server.clone().context("--token needs --server")?;
+    let ca_path = args
+        .certificate_authority
+        .clone()
+        .context("--token needs --certificate-authority")?;
+    let ca_pem = std::fs::read_to_string(&ca_path)
+        .with_context(|| format!("reading --certificate-authority {}", ca_path.display()))?;
+    let path = args.data_dir.join(AGENT_KUBECONFIG);
+    if let Some(expires) = existing_credential(&path, &server, &node) {
+        let left = expires.duration_since(jiff::Timestamp::now());
+        if left.as_secs() > i64::try_from(RENEW_BEFORE.as_secs()).unwrap_or(i64::MAX) {
+            println!(
+                "join       node \"{node}\": using its certificate in {} (valid until {expires})",
+                path.display()
+            );
+            return Ok(path);
+        }
+    }
+    let (csr, key_pem) = crate::auth::pki::node_csr(&node).context("creating the CSR")?;
+    let ca_der = crate::auth::pki::first_pem_der(&ca_pem)
+        .with_context(|| format!("--certificate-authority {}", ca_path.display()))?;
+    let mut config = kube::Config::new(
+        server
+            .parse()
+            .with_context(|| format!("--server {server:?} is not a URL"))?,
+    );
+    config.root_cert = Some(vec![ca_der]);
+    config.auth_info.token = Some(token.to_owned().into());
+    let client = kube::Client::try_from(config).context("creating the join client")?;
+    let body = serde_json::to_vec(&serde_json::json!({"csr": csr}))?;
+    let request = http_request(crate::auth::NODE_CERTIFICATE_PATH, body)?;
+    let answer: serde_json::Value = client
+        .request(request)
+        .await
+        .with_context(|| format!("joining {server} as node {node:?} with the bootstrap token"))?;
+    let certificate = answer["certificate"]
+        .as_str()
+        .context("the server's answer has no certificate")?;
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let b64 = |text: &str| base64::engine::general_purpose::STANDARD.encode(text);
+    super::server::write_kubeconfig_for(
+        &path,
+        &server,
+        Some(&ca_pem),
+        &format!("{}{node}", crate::auth::NODE_USER_PREFIX),
+        serde_json::json!({
+            "client-certificate-data": b64(certificate),
+            "client-key-data": b64(&key_pem),
+        }),
+    )?;
+    println!(
+        "join       node \"{node}\" joined {server}: its credential is in {}",
+        path.display()
+    );
+    Ok(path)
+}
+
+fn http_request(path: &str, body: Vec<u8>) -> anyhow::Result<axum::http::Request<Vec<u8>>> {
+    axum::http::Request::post(path)
+        .header(axum::http::header::CONTENT_TYPE, "application/json")
+        .body(body)
+        .context("building the join request")
+}
+
+/// When the node certificate in the kubeconfig at `path` expires, if it is one for `node`
+/// on `server`.
+fn existing_credential(
+    path: &std::path::Path,
+    server: &str,
+    node: &str,
+) -> Option<jiff::Timestamp> {
+    use base64::Engine;
+    let config = kube::config::Kubeconfig::read_from(path).ok()?;
+    let cluster = config.clusters.first()?.cluster.as_ref()?;
+    if cluster.server.as_deref() != Some(server) {
+        return None;
+    }
+    let user = config.auth_infos.first()?;
+    if user.name != format!("{}{node}", crate::auth::NODE_USER_PREFIX) {
+        return None;
+    }
+    let data = user.auth_info.as_ref()?.client_certificate_data.as_ref()?;
+    let pem = base64::engine::general_purpose::STANDARD
+        .decode(data)
+        .ok()?;
+    crate::auth::pki::not_after(std::str::from_utf8(&pem).ok()?).ok()
 }
 
 /// Run `agent` until `shutdown`, printing its progress lines: the Node once registered,

@@ -124,15 +124,9 @@ impl SourceArgs {
     /// to use when no ManifestSource reads it.
     fn spec(&self) -> anyhow::Result<(ManifestSourceSpec, String, String)> {
         if let Some(url) = &self.git {
-            let name = url
-                .trim_end_matches('/')
-                .rsplit(['/', ':'])
-                .next()
-                .unwrap_or("git")
-                .trim_end_matches(".git");
             let origin = crate::gitops::source::git::redact_url(url);
             let spec = git_spec(url, &self.reference, &self.path);
-            return Ok((spec, origin, source_name(name)));
+            return Ok((spec, origin.clone(), git_source_name(&origin)));
         }
         let Some(dir) = &self.dir else {
             anyhow::bail!("name a folder of manifests, or a repository with --git URL");
@@ -147,6 +141,18 @@ impl SourceArgs {
             .unwrap_or_else(|| "manifests".into());
         Ok((spec, dir.display().to_string(), source_name(&name)))
     }
+}
+
+/// The source name for a repository: its last path segment, taken from the *redacted* URL
+/// (`https://tok@host` has no path, and the name ends up in labels and field managers).
+fn git_source_name(redacted_url: &str) -> String {
+    let name = redacted_url
+        .trim_end_matches('/')
+        .rsplit(['/', ':', '@'])
+        .next()
+        .unwrap_or("git")
+        .trim_end_matches(".git");
+    source_name(name)
 }
 
 /// A folder or repository name made into a valid object name.
@@ -283,5 +289,21 @@ mod tests {
         assert_eq!(source_name("manifests"), "manifests");
         assert_eq!(source_name("My_Apps.v2"), "my-apps-v2");
         assert_eq!(source_name("..."), "manifests");
+    }
+
+    #[test]
+    fn a_repository_source_name_never_holds_its_credentials() {
+        use crate::gitops::source::git::redact_url;
+        for (url, name) in [
+            ("https://host/org/apps.git", "apps"),
+            ("git@host:org/apps.git", "apps"),
+            ("https://user:secret-token@host", "host"),
+            ("https://secret-token@host/", "host"),
+            ("ssh://git:secret-token@host/org/apps", "apps"),
+        ] {
+            let got = git_source_name(&redact_url(url));
+            assert_eq!(got, name, "{url}");
+            assert!(!got.contains("secret"), "{url}: {got}");
+        }
     }
 }

@@ -10,6 +10,7 @@ pub mod proxy;
 pub mod scheduler;
 pub mod server;
 pub mod store;
+pub mod token;
 pub mod up;
 
 use std::path::PathBuf;
@@ -74,6 +75,8 @@ pub enum Command {
     Agent(agent::AgentArgs),
     /// Run the service proxy and cluster DNS alone (the agent runs both unless --no-proxy).
     Proxy(proxy::ProxyArgs),
+    /// Create, list and delete bootstrap tokens, with which `moor agent --token` joins.
+    Token(token::TokenArgs),
     /// (internal) Write a container's output to FILE: run by containerd's shim as the
     /// container's logging process.
     #[command(hide = true)]
@@ -109,6 +112,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Images(args) => images::run(args).await,
             Command::Agent(args) => agent::run(args).await,
             Command::Proxy(args) => proxy::run(args).await,
+            Command::Token(args) => token::run(args).await,
             Command::ContainerLog { .. } => {
                 anyhow::bail!("container-log runs before the async runtime starts")
             }

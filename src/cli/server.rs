@@ -32,9 +32,43 @@ const GITOPS_LEASE: &str = "moor-gitops";
 pub struct ServerArgs {
     #[command(flatten)]
     pub(super) backend: StoreBackendArgs,
-    /// Address to serve the Kubernetes API on. Plain HTTP, so loopback only until TLS lands.
+    /// Address to serve the Kubernetes API on, over TLS (a cluster CA and a serving
+    /// certificate are created in DATA_DIR/pki on first start).
     #[arg(long, default_value = "127.0.0.1:6443")]
     listen: SocketAddr,
+    /// Also serve plain HTTP on this address, with full access for every caller (as
+    /// kube-apiserver's old insecure port): loopback addresses only.
+    #[arg(long, value_name = "ADDR")]
+    insecure_listen: Option<SocketAddr>,
+    /// Extra DNS names or IP addresses for the serving certificate, repeatable.
+    #[arg(long = "tls-san", value_name = "NAME")]
+    tls_sans: Vec<String>,
+    /// Static bearer tokens, one `token,user,uid[,"group1,group2"]` per line
+    /// (kube-apiserver's --token-auth-file).
+    #[arg(long, value_name = "FILE")]
+    token_auth_file: Option<PathBuf>,
+    /// Audiences a ServiceAccount token must name one of (default: the issuer).
+    #[arg(
+        long = "api-audiences",
+        value_delimiter = ',',
+        value_name = "AUDIENCE,..."
+    )]
+    api_audiences: Vec<String>,
+    /// How data is encrypted at rest (an apiserver.config.k8s.io/v1
+    /// EncryptionConfiguration). Default: DATA_DIR/encryption-config.yaml, created on
+    /// first start with a new aescbc key for Secrets.
+    #[arg(long, value_name = "FILE")]
+    encryption_provider_config: Option<PathBuf>,
+    /// Append an audit log here: one JSON line (audit.k8s.io/v1 Event, Metadata level)
+    /// per request.
+    #[arg(long, value_name = "FILE")]
+    audit_log_path: Option<PathBuf>,
+    /// Requests (other than watches) one user may have in flight at once; more get 429.
+    #[arg(long, default_value_t = 400, value_parser = clap::value_parser!(u32).range(1..))]
+    max_requests_inflight_per_user: u32,
+    /// Watches one user may have open at once; more get 429.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    max_watches_per_user: u32,
     /// Follow this folder of manifests (creates or updates the ManifestSource --source-name).
     #[arg(long, conflicts_with = "git")]
     manifests: Option<PathBuf>,
@@ -104,6 +138,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
 pub struct ControlPlane {
     server: ApiServer,
     listener: tokio::net::TcpListener,
+    insecure: Option<tokio::net::TcpListener>,
+    tls: Arc<rustls::ServerConfig>,
     shutdown: CancellationToken,
     stop_server: CancellationToken,
     compactor: tokio::task::JoinHandle<Result<(), crate::store::StoreError>>,
@@ -124,12 +160,14 @@ impl ControlPlane {
         started: Instant,
         source_gate: Option<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>>,
     ) -> anyhow::Result<Self> {
-        if !args.listen.ip().is_loopback() {
+        if let Some(insecure) = args.insecure_listen
+            && !insecure.ip().is_loopback()
+        {
             anyhow::bail!(
-                "--listen {}: moor serves plain HTTP for now, so it only listens on loopback addresses (127.0.0.1, ::1)",
-                args.listen
+                "--insecure-listen {insecure}: plain HTTP gives every caller full access, so it only listens on loopback addresses (127.0.0.1, ::1)"
             );
         }
+        let security = Security::load(args).await?;
         let (store, embedded): (Arc<dyn Store>, Option<EmbeddedStore>) =
             if args.backend.etcd_endpoints.is_empty() {
                 let db = args.backend.db_path();
@@ -152,6 +190,21 @@ impl ControlPlane {
                 );
                 (Arc::new(store), None)
             };
+        // Secrets (and whatever else the configuration names) are encrypted at rest.
+        let encryption = match &args.encryption_provider_config {
+            Some(path) => crate::store::EncryptionConfig::load(path),
+            None => crate::store::EncryptionConfig::load_or_create(&args.backend.data_dir),
+        }
+        .context("loading the encryption configuration")?;
+        let encrypted = crate::store::EncryptedStore::new(store, encryption);
+        let rewritten = encrypted
+            .rewrite_stale()
+            .await
+            .context("encrypting what was stored before encryption was configured")?;
+        if rewritten > 0 {
+            println!("encryption rewrote {rewritten} objects with the current key");
+        }
+        let store: Arc<dyn Store> = Arc::new(encrypted);
         // The API server outlives the components using it: they stop first (their last
         // requests still answered), then it stops. See `serve`.
         let stop_server = CancellationToken::new();
@@ -165,26 +218,64 @@ impl ControlPlane {
             advertise_ip(args.advertise_address, addr.ip())?,
             addr.port(),
         );
+        let insecure = match args.insecure_listen {
+            Some(at) => Some(
+                tokio::net::TcpListener::bind(at)
+                    .await
+                    .with_context(|| format!("listening on {at}"))?,
+            ),
+            None => None,
+        };
+        let cidr = args.service_cluster_ip_range;
+        let hosts = serving_hosts(args, addr.ip(), advertise.ip(), &cidr);
+        let serving = security
+            .ca
+            .issue_serving(&hosts)
+            .context("issuing the API server's serving certificate")?;
+        let tls = crate::apiserver::listen::tls_config(
+            &serving.cert_pem,
+            &serving.key_pem,
+            security.ca.cert_pem(),
+        )
+        .context("configuring TLS")?;
+        let admin = security
+            .ca
+            .issue_client(ADMIN_USER, &[crate::auth::GROUP_MASTERS])
+            .context("issuing the admin client certificate")?;
         let server = ApiServer::new(store, stop_server.clone())
             .with_shared_store(embedded.is_none())
             .with_service_cidr(args.service_cluster_ip_range)
             .with_node_port_range(args.service_node_port_range)
-            .with_advertise(advertise);
+            .with_advertise(advertise)
+            .with_security(security.api);
         server.start().await.context("starting the API server")?;
-        std::fs::create_dir_all(&args.backend.data_dir)
-            .with_context(|| format!("creating {}", args.backend.data_dir.display()))?;
         let kubeconfig = args.backend.data_dir.join("kubeconfig.yaml");
-        write_kubeconfig(&kubeconfig, &format!("http://{addr}"))?;
+        let local = if addr.ip().is_unspecified() {
+            SocketAddr::new(IpAddr::from([127, 0, 0, 1]), addr.port())
+        } else {
+            addr
+        };
+        write_admin_kubeconfig(
+            &kubeconfig,
+            &format!("https://{local}"),
+            security.ca.cert_pem(),
+            &admin,
+        )?;
         println!(
-            "apiserver  http://{addr}  kubeconfig: {}  ready {} ms",
+            "apiserver  https://{local}  kubeconfig: {}  ready {} ms",
             kubeconfig.display(),
             started.elapsed().as_millis()
         );
+        if let Some(insecure) = &insecure {
+            println!(
+                "           insecure http://{}  (full access, loopback only)",
+                insecure.local_addr()?
+            );
+        }
         println!(
             "           kubectl --kubeconfig {} get namespaces",
             kubeconfig.display()
         );
-        let cidr = args.service_cluster_ip_range;
         println!(
             "services   {cidr}  node ports {}  kubernetes {} -> {advertise}  dns {}",
             args.service_node_port_range,
@@ -275,6 +366,8 @@ impl ControlPlane {
         Ok(ControlPlane {
             server,
             listener,
+            insecure,
+            tls,
             shutdown,
             stop_server,
             compactor,
@@ -292,7 +385,10 @@ impl ControlPlane {
     /// API server (so no component is left waiting on a request that will never be
     /// answered), and close the store.
     pub async fn serve(self) -> anyhow::Result<()> {
-        let mut serving = tokio::spawn(self.server.serve(self.listener));
+        let insecure = self
+            .insecure
+            .map(|listener| tokio::spawn(self.server.clone().serve(listener)));
+        let mut serving = tokio::spawn(self.server.serve_tls(self.listener, self.tls));
         let early = tokio::select! {
             _ = self.shutdown.cancelled() => None,
             served = &mut serving => Some(served),
@@ -310,6 +406,9 @@ impl ControlPlane {
             Some(served) => served,
             None => serving.await,
         };
+        if let Some(insecure) = insecure {
+            let _ = insecure.await;
+        }
         tracing::debug!("the API server stopped");
         let _ = self.compactor.await;
         if let Some(store) = self.embedded {
@@ -492,15 +591,167 @@ pub fn on_signal() -> impl Future<Output = ()> + Send + 'static {
     }
 }
 
-/// Write an admin kubeconfig for `server` atomically, readable by its owner only.
+/// The user of the admin kubeconfig's client certificate (in `system:masters`).
+pub const ADMIN_USER: &str = "admin";
+
+/// What `moor server` secures itself with: the cluster CA, and the API server's
+/// authentication settings.
+struct Security {
+    ca: Arc<crate::auth::pki::ClusterCa>,
+    api: crate::apiserver::access::Security,
+}
+
+impl Security {
+    async fn load(args: &ServerArgs) -> anyhow::Result<Self> {
+        use crate::apiserver::access::{AuditLog, Limits};
+        let data_dir = &args.backend.data_dir;
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("creating {}", data_dir.display()))?;
+        let ca = Arc::new(
+            crate::auth::pki::ClusterCa::load_or_create(&data_dir.join("pki"))
+                .context("loading the cluster CA")?,
+        );
+        let token_file = match &args.token_auth_file {
+            Some(path) => Some(crate::auth::authn::TokenFile::load(path)?),
+            None => None,
+        };
+        let service_accounts =
+            crate::controllers::serviceaccount::TokenIssuer::load_or_create(data_dir)
+                .context("loading the service-account signing key")?;
+        let audit = match &args.audit_log_path {
+            Some(path) => Some(
+                AuditLog::open(path.clone())
+                    .await
+                    .with_context(|| format!("opening the audit log {}", path.display()))?,
+            ),
+            None => None,
+        };
+        Ok(Self {
+            api: crate::apiserver::access::Security {
+                token_file,
+                service_accounts: Some(service_accounts),
+                api_audiences: args.api_audiences.clone(),
+                ca: Some(ca.clone()),
+                limits: Limits {
+                    requests_per_user: args.max_requests_inflight_per_user as usize,
+                    watches_per_user: args.max_watches_per_user as usize,
+                },
+                audit,
+            },
+            ca,
+        })
+    }
+}
+
+/// The names and addresses the serving certificate is for: where the server listens and
+/// is advertised, loopback, the `kubernetes` Service's names and cluster IP, the host
+/// name, and `--tls-san`.
+fn serving_hosts(
+    args: &ServerArgs,
+    listen: IpAddr,
+    advertise: IpAddr,
+    cidr: &ServiceCidr,
+) -> Vec<String> {
+    let mut hosts: Vec<String> = vec![
+        "localhost".into(),
+        "127.0.0.1".into(),
+        "::1".into(),
+        "kubernetes".into(),
+        "kubernetes.default".into(),
+        "kubernetes.default.svc".into(),
+        "kubernetes.default.svc.cluster.local".into(),
+        kubernetes_service_ip(cidr).to_string(),
+        advertise.to_string(),
+    ];
+    if !listen.is_unspecified() {
+        hosts.push(listen.to_string());
+    } else if let Ok(addresses) = nix::ifaddrs::getifaddrs() {
+        // Listening everywhere: every address the host has.
+        hosts.extend(addresses.filter_map(|a| {
+            let address = a.address?;
+            address
+                .as_sockaddr_in()
+                .map(|s| IpAddr::V4(s.ip()).to_string())
+                .or_else(|| {
+                    address
+                        .as_sockaddr_in6()
+                        .map(|s| IpAddr::V6(s.ip()).to_string())
+                })
+        }));
+    }
+    if let Ok(host) = nix::unistd::gethostname() {
+        let host = host.to_string_lossy().to_lowercase();
+        if !host.is_empty() {
+            hosts.push(host);
+        }
+    }
+    hosts.extend(args.tls_sans.iter().cloned());
+    hosts.sort();
+    hosts.dedup();
+    hosts
+}
+
+/// Write a kubeconfig for `server` (`https://…`) that trusts `ca_pem` and presents the
+/// client certificate `credential`, atomically and readable by its owner only.
+pub fn write_admin_kubeconfig(
+    path: &Path,
+    server: &str,
+    ca_pem: &str,
+    credential: &crate::auth::pki::Issued,
+) -> anyhow::Result<()> {
+    write_kubeconfig_for(
+        path,
+        server,
+        Some(ca_pem),
+        ADMIN_USER,
+        serde_json::json!({
+            "client-certificate-data": b64(&credential.cert_pem),
+            "client-key-data": b64(&credential.key_pem),
+        }),
+    )
+}
+
+fn b64(text: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+/// Write a kubeconfig with one cluster (`server`, trusting `ca_pem` when given), one user
+/// `user` with `credentials`, and one context joining them.
+pub fn write_kubeconfig_for(
+    path: &Path,
+    server: &str,
+    ca_pem: Option<&str>,
+    user: &str,
+    credentials: serde_json::Value,
+) -> anyhow::Result<()> {
+    let mut cluster = serde_json::json!({"server": server});
+    if let Some(ca) = ca_pem {
+        cluster["certificate-authority-data"] = serde_json::Value::String(b64(ca));
+    }
+    let config = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "moor", "cluster": cluster}],
+        "contexts": [{"name": "moor", "context": {"cluster": "moor", "user": user, "namespace": "default"}}],
+        "current-context": "moor",
+        "users": [{"name": user, "user": credentials}],
+        "preferences": {},
+    });
+    let text = serde_yaml::to_string(&config).context("encoding the kubeconfig")?;
+    write_private(path, &text)
+}
+
+/// Write a kubeconfig for `server` with no credentials (a plain-HTTP server), atomically,
+/// readable by its owner only.
 pub fn write_kubeconfig(path: &Path, server: &str) -> anyhow::Result<()> {
+    write_kubeconfig_for(path, server, None, ADMIN_USER, serde_json::json!({}))
+}
+
+/// Write `text` to `path` through a synced 0600 temp file renamed into place.
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let text = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: moor\n  cluster:\n    server: {server}\n\
-         contexts:\n- name: moor\n  context:\n    cluster: moor\n    user: admin\n    namespace: default\n\
-         current-context: moor\nusers:\n- name: admin\n  user: {{}}\npreferences: {{}}\n"
-    );
     let mut tmp = PathBuf::from(path);
     tmp.set_extension("yaml.tmp");
     let mut file = std::fs::OpenOptions::new()

@@ -12,7 +12,9 @@ use kube::api::{DeleteParams, Patch, PatchParams, PropagationPolicy};
 use serde_json::Value;
 
 use super::kinds::{ObjectId, tier};
-use super::plan::{Action, CONCURRENCY, Entry, Plan, api_for, field_manager, fingerprint};
+use super::plan::{
+    Action, CONCURRENCY, Entry, Plan, api_for, field_manager, fingerprint, safe_message,
+};
 use crate::api::manifest_source::SyncError;
 
 /// How long a replacement waits for the old object to go away.
@@ -122,7 +124,14 @@ pub async fn execute(client: &Client, plan: &Plan, progress: Progress<'_>) -> Re
     report
 }
 
+/// A failed write as the source's status shows it. The server's message can quote the
+/// object (a validation error echoes the offending value), so for a Secret it is scrubbed
+/// of the Secret's values first ([`safe_message`]).
 fn failed(entry: &Entry, what: &str, error: impl std::fmt::Display) -> SyncError {
+    let error = match &entry.apply {
+        Some(object) => safe_message(&entry.id, object, &error.to_string()),
+        None => error.to_string(),
+    };
     let message = match what {
         "" => format!("{}: {error}", entry.id),
         what => format!("{} {}: {error}", what, entry.id),

@@ -622,7 +622,7 @@ impl Worker {
     }
 
     async fn source_failed(&mut self, error: &ReadError) {
-        let message = crate::gitops::source::git::redact_url(&error.to_string());
+        let message = self.source_error_message(error);
         tracing::warn!(source = %self.name, "cannot read the source: {message}");
         metrics::source_synced(&self.name, SyncResult::Unavailable, None);
         self.status.errors = vec![SyncError {
@@ -636,6 +636,27 @@ impl Worker {
             &message,
         )
         .await;
+    }
+
+    /// What a person reads about a source that cannot be read: the error with its causes
+    /// (libgit2's own words say why a fetch failed), scrubbed of the URL's credentials. The
+    /// git errors redact already; scrubbing again here means a cause that quotes the URL in
+    /// some spelling the source did not foresee still never reaches the status or the log.
+    fn source_error_message(&self, error: &ReadError) -> String {
+        let mut message = error.to_string();
+        let mut cause = std::error::Error::source(error);
+        while let Some(inner) = cause {
+            let text = inner.to_string();
+            if !message.ends_with(&text) {
+                message.push_str(": ");
+                message.push_str(&text);
+            }
+            cause = inner.source();
+        }
+        match &self.spec.git {
+            Some(git) => crate::gitops::source::git::scrub_message(&message, &git.url),
+            None => message,
+        }
     }
 
     /// Write the status: counts, errors, inventory, and the Ready/Stalled conditions.

@@ -23,10 +23,12 @@ use super::source::SourceFile;
 /// The largest manifest file [`load`] reads, in bytes (4 MiB). Kubernetes itself refuses
 /// request bodies of about this size, so a bigger file is a mistake (a log or a data dump
 /// saved with a `.yaml` name), not a manifest.
-pub const MAX_FILE_BYTES: usize = 4 * 1024 * 1024;
+/// Sources refuse bigger files before reading them; this check covers snapshots built
+/// any other way.
+pub const MAX_FILE_BYTES: usize = super::source::MAX_FILE_BYTES as usize;
 
 /// One Kubernetes object read from a file.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct Manifest {
     /// The file's path, relative to the source root (as in [`SourceFile::path`]).
     pub file: String,
@@ -35,6 +37,23 @@ pub struct Manifest {
     pub line: usize,
     /// The object, with at least a non-empty `apiVersion`, `kind` and `metadata.name`.
     pub object: Value,
+}
+
+// By hand, so that `{:?}` of a Secret's manifest never prints its values.
+impl fmt::Debug for Manifest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut object = self.object.clone();
+        let is_secret = object.get("apiVersion").and_then(Value::as_str) == Some("v1")
+            && object.get("kind").and_then(Value::as_str) == Some("Secret");
+        if is_secret {
+            super::plan::mask_secret(Some(&mut object), None);
+        }
+        f.debug_struct("Manifest")
+            .field("file", &self.file)
+            .field("line", &self.line)
+            .field("object", &object)
+            .finish()
+    }
 }
 
 /// A problem with one file or one document in it.

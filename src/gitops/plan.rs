@@ -10,7 +10,7 @@
 //! This module reads the cluster (lists, dry-runs) but never writes to it; [`super::apply`]
 //! carries a plan out.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 
 use futures::future::BoxFuture;
@@ -58,7 +58,7 @@ pub struct PlanOptions {
 }
 
 /// One object the source wants, ready to apply.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Desired {
     /// What it is.
     pub id: ObjectId,
@@ -70,6 +70,19 @@ pub struct Desired {
     pub line: usize,
     /// The object as it will be applied (namespace resolved, ownership marked).
     pub object: Value,
+}
+
+// By hand, so that `{:?}` of a Secret never prints its values.
+impl std::fmt::Debug for Desired {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Desired")
+            .field("id", &self.id)
+            .field("kind", &self.kind)
+            .field("file", &self.file)
+            .field("line", &self.line)
+            .field("object", &masked_if_secret(&self.id, Some(&self.object)))
+            .finish()
+    }
 }
 
 /// What a plan does to one object.
@@ -89,7 +102,7 @@ pub enum Action {
 }
 
 /// One object's entry in a plan.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Entry {
     /// What it is.
     pub id: ObjectId,
@@ -111,6 +124,24 @@ pub struct Entry {
     pub apply: Option<Value>,
     /// [`fingerprint`] of the live object before masking (None when it does not exist).
     pub live_fingerprint: Option<u64>,
+}
+
+// By hand: `apply` holds a Secret's real values (it is what gets sent), and `{:?}` of a
+// plan must never print them.
+impl std::fmt::Debug for Entry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Entry")
+            .field("id", &self.id)
+            .field("action", &self.action)
+            .field("kind", &self.kind)
+            .field("file", &self.file)
+            .field("line", &self.line)
+            .field("live", &self.live)
+            .field("planned", &self.planned)
+            .field("apply", &masked_if_secret(&self.id, self.apply.as_ref()))
+            .field("live_fingerprint", &self.live_fingerprint)
+            .finish()
+    }
 }
 
 /// The plan of one revision.
@@ -792,7 +823,8 @@ async fn dry_run(client: &Client, d: &Desired, manager: &str) -> Result<(Value, 
                     d.line,
                     format!(
                         "{}: {} (a change to an immutable field: annotate the manifest with {REPLACE_ANNOTATION}: \"true\" to delete and re-create the object)",
-                        d.id, status.message
+                        d.id,
+                        safe_message(&d.id, &d.object, &status.message)
                     ),
                 ))
             }
@@ -800,9 +832,21 @@ async fn dry_run(client: &Client, d: &Desired, manager: &str) -> Result<(Value, 
         Err(kube::Error::Api(status)) => Err(error_at(
             &d.file,
             d.line,
-            format!("{}: {}", d.id, status.message),
+            format!(
+                "{}: {}",
+                d.id,
+                safe_message(&d.id, &d.object, &status.message)
+            ),
         )),
-        Err(other) => Err(error_at(&d.file, d.line, format!("{}: {other}", d.id))),
+        Err(other) => Err(error_at(
+            &d.file,
+            d.line,
+            format!(
+                "{}: {}",
+                d.id,
+                safe_message(&d.id, &d.object, &other.to_string())
+            ),
+        )),
     }
 }
 
@@ -836,52 +880,206 @@ fn local_admission(d: &Desired) -> Result<Value, SyncError> {
         Ok(obj)
     } else {
         let messages: Vec<String> = problems.iter().map(|p| p.message()).collect();
+        let message = format!("{} is invalid: {}", d.id, messages.join(", "));
         Err(error_at(
             &d.file,
             d.line,
-            format!("{} is invalid: {}", d.id, messages.join(", ")),
+            safe_message(&d.id, &d.object, &message),
         ))
     }
 }
 
+/// The annotation in which client-side `kubectl apply` keeps the whole object it last
+/// applied — for a Secret, every value in clear.
+pub const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Whether an object is a Secret (core `v1`), whose values must never be shown.
+pub fn is_secret(id: &ObjectId) -> bool {
+    id.api_version == "v1" && id.kind == "Secret"
+}
+
+/// A copy of `object` with its values masked when it is a Secret, for `{:?}`.
+fn masked_if_secret(id: &ObjectId, object: Option<&Value>) -> Option<Value> {
+    let mut object = object.cloned();
+    if is_secret(id) {
+        mask_secret(object.as_mut(), None);
+    }
+    object
+}
+
 /// Replace every Secret value by a marker, so no value ever reaches a diff, a log or a
 /// status: equal values become `(hidden)`, differing ones `(hidden, before)` and
-/// `(hidden, after)`, so a diff still shows which keys changed.
+/// `(hidden, after)`, so a diff still shows which keys changed. `data` and `stringData`
+/// are masked key by key (whole, if one is not a mapping), and so is the
+/// [`LAST_APPLIED_ANNOTATION`], which holds a copy of them.
 pub fn mask_secret(live: Option<&mut Value>, planned: Option<&mut Value>) {
-    fn values(obj: &Option<&mut Value>, field: &str) -> BTreeMap<String, Value> {
-        obj.as_ref()
-            .and_then(|o| o.get(field))
-            .and_then(Value::as_object)
-            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-            .unwrap_or_default()
+    fn hide(slot: &mut Value, same: bool, tag: &str) {
+        *slot = Value::from(if same {
+            "(hidden)".to_owned()
+        } else {
+            format!("(hidden, {tag})")
+        });
+    }
+    fn slot<'a>(obj: &'a mut Option<&mut Value>, pointer: &str) -> Option<&'a mut Value> {
+        obj.as_mut()
+            .and_then(|o| o.pointer_mut(pointer))
+            .filter(|v| !v.is_null())
     }
     let mut live = live;
     let mut planned = planned;
-    for field in ["data", "stringData"] {
-        let before = values(&live, field);
-        let after = values(&planned, field);
-        let mask = |obj: &mut Option<&mut Value>,
-                    mine: &BTreeMap<String, Value>,
-                    other: &BTreeMap<String, Value>,
-                    tag: &str| {
-            let Some(map) = obj
-                .as_mut()
-                .and_then(|o| o.get_mut(field))
-                .and_then(Value::as_object_mut)
-            else {
-                return;
-            };
-            for (key, value) in map.iter_mut() {
-                let same = other.get(key) == mine.get(key);
-                *value = Value::from(if same {
-                    "(hidden)".to_owned()
-                } else {
-                    format!("(hidden, {tag})")
-                });
+    let last_applied = format!("/metadata/annotations/{}", escape(LAST_APPLIED_ANNOTATION));
+    for pointer in ["/data", "/stringData", last_applied.as_str()] {
+        let before = slot(&mut live, pointer).cloned();
+        let after = slot(&mut planned, pointer).cloned();
+        let mappings = pointer != last_applied
+            && before.as_ref().is_none_or(Value::is_object)
+            && after.as_ref().is_none_or(Value::is_object);
+        if !mappings {
+            // Not a mapping of keys (the annotation, or a malformed field): hidden whole.
+            let same = before == after;
+            if let Some(value) = slot(&mut live, pointer) {
+                hide(value, same, "before");
             }
+            if let Some(value) = slot(&mut planned, pointer) {
+                hide(value, same, "after");
+            }
+            continue;
+        }
+        let key = |side: &Option<Value>, key: &str| side.as_ref().and_then(|m| m.get(key)).cloned();
+        for (side, tag) in [(&mut live, "before"), (&mut planned, "after")] {
+            let Some(map) = slot(side, pointer).and_then(Value::as_object_mut) else {
+                continue;
+            };
+            for (name, value) in map.iter_mut() {
+                let same = key(&before, name) == key(&after, name);
+                hide(value, same, tag);
+            }
+        }
+    }
+}
+
+/// The shortest bare Secret value scrubbed from messages: shorter ones are replaced only
+/// where quoted, or anything containing `a` or `1` would be garbled.
+const MIN_SCRUBBED_VALUE: usize = 4;
+
+/// `message` (from the API server, a validation, a decoder) made safe to show for the
+/// object `id`: for a Secret, every one of its values — as written, quoted, and for `data`
+/// base64-decoded — is replaced by `***`, and so is the value of any field error on
+/// `data` or `stringData`. Other kinds' messages come back unchanged.
+pub fn safe_message(id: &ObjectId, object: &Value, message: &str) -> String {
+    if !is_secret(id) {
+        return message.to_owned();
+    }
+    scrub_secret_values(object, message)
+}
+
+/// See [`safe_message`].
+fn scrub_secret_values(object: &Value, message: &str) -> String {
+    use base64::Engine as _;
+    fn leaves(value: &Value, out: &mut Vec<Value>) {
+        match value {
+            Value::Object(map) => map.values().for_each(|v| leaves(v, out)),
+            Value::Array(items) => items.iter().for_each(|v| leaves(v, out)),
+            Value::Null | Value::Bool(_) => {}
+            scalar => out.push(scalar.clone()),
+        }
+    }
+    let mut values = Vec::new();
+    for field in ["data", "stringData"] {
+        if let Some(value) = object.get(field) {
+            leaves(value, &mut values);
+        }
+    }
+    if let Some(annotation) = object.pointer(&format!(
+        "/metadata/annotations/{}",
+        escape(LAST_APPLIED_ANNOTATION)
+    )) {
+        values.push(annotation.clone());
+    }
+    let decoded: Vec<Value> = object
+        .get("data")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flat_map(|map| map.values())
+        .filter_map(Value::as_str)
+        .filter_map(|text| base64::engine::general_purpose::STANDARD.decode(text).ok())
+        .filter_map(|bytes| String::from_utf8(bytes).ok())
+        .map(Value::from)
+        .collect();
+    values.extend(decoded);
+
+    let mut forms: Vec<String> = Vec::new();
+    for value in &values {
+        let rendered = value.to_string();
+        match value {
+            Value::String(text) => {
+                // Quoted (JSON and Go agree for plain text) is distinctive at any length.
+                forms.push(rendered.clone());
+                let escaped = &rendered[1..rendered.len() - 1];
+                for form in [text.as_str(), escaped] {
+                    if form.chars().count() >= MIN_SCRUBBED_VALUE {
+                        forms.push(form.to_owned());
+                    }
+                }
+            }
+            _ if rendered.chars().count() >= MIN_SCRUBBED_VALUE => forms.push(rendered),
+            _ => {}
+        }
+    }
+    // Longest first, so a value containing another is replaced whole.
+    forms.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+    forms.dedup();
+    let mut message = message.to_owned();
+    for form in forms {
+        message = message.replace(&form, "***");
+    }
+    scrub_field_values(&message)
+}
+
+/// Kubernetes field errors read `path: Invalid value: <value>: detail`; for a path under
+/// `data` or `stringData` the value is replaced by `***`, whatever its spelling (a short
+/// one [`scrub_secret_values`] leaves alone, a number printed differently).
+fn scrub_field_values(message: &str) -> String {
+    const MARKERS: [&str; 4] = [
+        ": Invalid value: ",
+        ": Unsupported value: ",
+        ": Duplicate value: ",
+        ": Not found: ",
+    ];
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    loop {
+        let next = MARKERS
+            .iter()
+            .filter_map(|marker| rest.find(marker).map(|at| (at, marker.len())))
+            .min();
+        let Some((at, marker_len)) = next else {
+            out.push_str(rest);
+            return out;
         };
-        mask(&mut live, &before, &after, "before");
-        mask(&mut planned, &after, &before, "after");
+        let (before, after) = rest.split_at(at + marker_len);
+        out.push_str(before);
+        let path = before[..at]
+            .rsplit(char::is_whitespace)
+            .next()
+            .unwrap_or("")
+            .trim_start_matches('[');
+        let secret_path = ["data", "stringData"].iter().any(|field| {
+            path.strip_prefix(field).is_some_and(|tail| {
+                tail.is_empty() || tail.starts_with('[') || tail.starts_with('.')
+            })
+        });
+        let value_end = [": ", ", ", "]"]
+            .iter()
+            .filter_map(|end| after.find(end))
+            .min()
+            .unwrap_or(after.len());
+        if secret_path && value_end > 0 {
+            out.push_str("***");
+            rest = &after[value_end..];
+        } else {
+            rest = after;
+        }
     }
 }
 
@@ -999,6 +1197,150 @@ mod tests {
         assert_eq!(
             planned,
             json!({"data": {"user": "(hidden)", "password": "(hidden, after)", "token": "(hidden, after)"}})
+        );
+    }
+
+    #[test]
+    fn string_data_malformed_fields_and_last_applied_copies_are_masked_too() {
+        let last_applied = r#"{"stringData":{"token":"s3cr3t-token"}}"#;
+        let mut live = json!({
+            "metadata": {"annotations": {LAST_APPLIED_ANNOTATION: last_applied, "team": "a"}},
+            "stringData": {"token": "s3cr3t-token", "same": "kept-secret"},
+            "data": "not-a-mapping-s3cr3t",
+        });
+        let mut planned = json!({
+            "stringData": {"token": "n3w-s3cr3t", "same": "kept-secret"},
+            "data": {"k": "djE="},
+        });
+        mask_secret(Some(&mut live), Some(&mut planned));
+        assert_eq!(
+            live,
+            json!({
+                "metadata": {"annotations": {LAST_APPLIED_ANNOTATION: "(hidden, before)", "team": "a"}},
+                "stringData": {"token": "(hidden, before)", "same": "(hidden)"},
+                "data": "(hidden, before)",
+            })
+        );
+        assert_eq!(
+            planned,
+            json!({
+                "stringData": {"token": "(hidden, after)", "same": "(hidden)"},
+                // One side is no mapping: the field is compared, and hidden, whole.
+                "data": "(hidden, after)",
+            })
+        );
+        for text in [live.to_string(), planned.to_string()] {
+            assert!(!text.contains("s3cr3t"), "{text}");
+        }
+    }
+
+    fn secret_desired(object: Value) -> Desired {
+        let (mut desired, errors) =
+            prepare(vec![manifest("db.yaml", 3, object)], &catalog(), &options());
+        assert!(errors.is_empty(), "{errors:?}");
+        desired.remove(0)
+    }
+
+    #[test]
+    fn validation_errors_of_a_secret_never_echo_its_values() {
+        // The validator echoes a value of the wrong type (`Invalid value: 98765432`), as
+        // upstream does; the status must not.
+        let d = secret_desired(json!({
+            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db"},
+            "data": {"password": 98765432, "pin": 42, "ok": "aHVudGVyMg=="},
+        }));
+        let raw = crate::api::validation::validate("", "Secret", &d.object, None);
+        let raw: Vec<String> = raw.iter().map(|p| p.message()).collect();
+        assert!(
+            raw.iter().any(|m| m.contains("98765432")),
+            "the check below must be able to fail: {raw:?}"
+        );
+        let error = local_admission(&d).unwrap_err();
+        let message = error.to_string();
+        assert!(
+            message.starts_with("db.yaml:3: v1 Secret default/db is invalid"),
+            "{message}"
+        );
+        assert!(
+            message.contains("data[password]: Invalid value: ***"),
+            "{message}"
+        );
+        for value in ["98765432", ": 42", "hunter2", "aHVudGVyMg"] {
+            assert!(!message.contains(value), "{value} in {message}");
+        }
+    }
+
+    #[test]
+    fn server_messages_about_a_secret_are_scrubbed_of_every_spelling_of_its_values() {
+        let id = ObjectId {
+            api_version: "v1".into(),
+            kind: "Secret".into(),
+            namespace: "default".into(),
+            name: "db".into(),
+        };
+        // `aHVudGVyMg==` is base64 of `hunter2`.
+        let object = json!({
+            "data": {"password": "aHVudGVyMg==", "short": "YQ=="},
+            "stringData": {"token": "tok\"en-value", "pin": "12", "nested": {"deep": "deep-value"}},
+        });
+        for (message, leaked) in [
+            ("decoded hunter2 here", "hunter2"),
+            ("raw aHVudGVyMg== there", "aHVudGVyMg=="),
+            (r#"quoted "tok\"en-value""#, "en-value"),
+            (r#"stringData[pin]: Invalid value: "12": bad"#, "12"),
+            ("stringData[pin]: Invalid value: 12, next", "12"),
+            (r#"[data[short]: Invalid value: "YQ==": x]"#, "YQ=="),
+            ("map[deep:deep-value]", "deep-value"),
+        ] {
+            let safe = safe_message(&id, &object, message);
+            assert!(!safe.contains(leaked), "{message} -> {safe}");
+            assert!(safe.contains("***"), "{message} -> {safe}");
+        }
+        assert_eq!(
+            safe_message(
+                &id,
+                &object,
+                "metadata.name: Invalid value: \"Db\": lower case"
+            ),
+            "metadata.name: Invalid value: \"Db\": lower case",
+            "other fields' values are no secrets"
+        );
+        let config_map = ObjectId {
+            kind: "ConfigMap".into(),
+            ..id.clone()
+        };
+        assert_eq!(
+            safe_message(&config_map, &object, "hunter2"),
+            "hunter2",
+            "only Secrets are scrubbed"
+        );
+    }
+
+    #[test]
+    fn debug_output_of_a_secret_never_holds_its_values() {
+        let d = secret_desired(json!({
+            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db"},
+            "stringData": {"password": "hunter2-in-clear"},
+        }));
+        let entry = Entry {
+            id: d.id.clone(),
+            action: Action::Create,
+            kind: d.kind.clone(),
+            file: d.file.clone(),
+            line: d.line,
+            live: None,
+            planned: None,
+            apply: Some(d.object.clone()),
+            live_fingerprint: None,
+        };
+        for text in [format!("{d:?}"), format!("{entry:?}")] {
+            assert!(!text.contains("hunter2"), "{text}");
+            assert!(text.contains("(hidden"), "{text}");
+        }
+        // What is sent to the server is untouched.
+        assert_eq!(
+            entry.apply.unwrap()["stringData"]["password"],
+            "hunter2-in-clear"
         );
     }
 

@@ -17,6 +17,7 @@
 
 pub mod compactor;
 pub mod embedded;
+pub mod encryption;
 pub mod etcd;
 pub mod key;
 
@@ -30,6 +31,7 @@ use futures::Stream;
 
 pub use compactor::Compactor;
 pub use embedded::EmbeddedStore;
+pub use encryption::{EncryptedStore, EncryptionConfig, EncryptionError};
 pub use etcd::EtcdStore;
 
 /// Largest value either backend accepts: etcd's default request limit (1.5 MiB). etcd counts

@@ -9,7 +9,7 @@
 //! [`loader`](crate::gitops::loader) — and it never writes to the folder.
 
 use std::fs;
-use std::io;
+use std::io::{self, Read as _};
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -21,7 +21,9 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::{IGNORE_FILE, Snapshot, SourceFile, is_manifest_file};
+use super::{
+    IGNORE_FILE, MAX_FILE_BYTES, MAX_FILES, MAX_TOTAL_BYTES, Snapshot, SourceFile, is_manifest_file,
+};
 
 /// Why a folder could not be read or watched. Every variant names the path concerned.
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +109,30 @@ pub enum DirError {
         /// The path.
         path: PathBuf,
     },
+    /// A manifest file or `.moorignore` is bigger than [`MAX_FILE_BYTES`]; it is refused
+    /// before it is read.
+    #[error(
+        "{path} is {size} bytes, more than the {} MiB a manifest file may hold",
+        limit / (1024 * 1024)
+    )]
+    FileTooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size (at least; a growing file is refused as soon as it passes the limit).
+        size: u64,
+        /// The limit, [`MAX_FILE_BYTES`].
+        limit: u64,
+    },
+    /// The folder holds more manifest files, or more bytes of them, than one snapshot may.
+    #[error("manifest folder {path} holds more than {limit} {what}; refusing to read it all")]
+    TooMuch {
+        /// The folder.
+        path: PathBuf,
+        /// The limit passed ([`MAX_FILES`] or [`MAX_TOTAL_BYTES`]).
+        limit: u64,
+        /// What was counted: `manifest files` or `bytes of manifests`.
+        what: &'static str,
+    },
     /// A manifest file's path is not valid UTF-8, so it cannot be named in a snapshot.
     #[error("path {path} is not valid UTF-8")]
     NonUtf8Path {
@@ -157,6 +183,11 @@ pub fn read(root: &Path) -> Result<Snapshot, DirError> {
         source,
     })?;
 
+    // The walker reads each directory's `.moorignore` itself, following links: check the
+    // root's here and every other directory's in the entry filter, before the walker gets to
+    // them, so no ignore file outside the folder (or endless, or huge) is ever opened.
+    check_ignore_file(&canonical_root, root)?;
+
     // The symlink check runs in the walker's entry filter, which sees an entry before the
     // walker reads its `.moorignore` or yields anything below it, so no file outside the
     // root is read (walkdir may already have opened the directory's listing, nothing more).
@@ -172,7 +203,7 @@ pub fn read(root: &Path) -> Result<Snapshot, DirError> {
     {
         let refused = Arc::clone(&refused);
         let canonical_root = canonical_root.clone();
-        builder.filter_entry(move |entry| match check_symlink(&canonical_root, entry) {
+        builder.filter_entry(move |entry| match check_entry(&canonical_root, entry) {
             Ok(()) => true,
             Err(err) => {
                 refused
@@ -191,6 +222,7 @@ pub fn read(root: &Path) -> Result<Snapshot, DirError> {
     };
 
     let mut files = Vec::new();
+    let mut total_bytes = 0u64;
     for result in builder.build() {
         if let Some(err) = take_refusal() {
             return Err(err);
@@ -237,10 +269,22 @@ pub fn read(root: &Path) -> Result<Snapshot, DirError> {
                 path: entry.path().to_owned(),
             });
         }
-        let bytes = fs::read(entry.path()).map_err(|source| DirError::Read {
-            path: entry.path().to_owned(),
-            source,
-        })?;
+        if files.len() >= MAX_FILES {
+            return Err(DirError::TooMuch {
+                path: root.to_owned(),
+                limit: MAX_FILES as u64,
+                what: "manifest files",
+            });
+        }
+        let bytes = read_inside(&canonical_root, entry.path())?;
+        total_bytes += bytes.len() as u64;
+        if total_bytes > MAX_TOTAL_BYTES {
+            return Err(DirError::TooMuch {
+                path: root.to_owned(),
+                limit: MAX_TOTAL_BYTES,
+                what: "bytes of manifests",
+            });
+        }
         files.push(SourceFile {
             path: relative,
             bytes,
@@ -269,6 +313,127 @@ fn revision(files: &[SourceFile]) -> String {
         hasher.update(&file.bytes);
     }
     format!("sha256:{}", hex::encode(hasher.finalize()))
+}
+
+/// The entry filter: [`check_symlink`] for every entry and, for a directory, its
+/// `.moorignore` ([`check_ignore_file`]) before the walker reads it.
+fn check_entry(canonical_root: &Path, entry: &ignore::DirEntry) -> Result<(), DirError> {
+    check_symlink(canonical_root, entry)?;
+    if entry.file_type().is_some_and(|t| t.is_dir()) {
+        check_ignore_file(canonical_root, entry.path())?;
+    }
+    Ok(())
+}
+
+/// Refuses the `.moorignore` of `dir` unless reading it is safe: a symlink must resolve
+/// inside the root, the file must be a regular file (a FIFO would block the walk forever)
+/// and no bigger than [`MAX_FILE_BYTES`]. The walker reads it by itself and would report a
+/// bad pattern with the line's text, so one outside the folder must never be parsed.
+fn check_ignore_file(canonical_root: &Path, dir: &Path) -> Result<(), DirError> {
+    let path = dir.join(IGNORE_FILE);
+    let link = match fs::symlink_metadata(&path) {
+        Ok(metadata) => metadata.file_type().is_symlink(),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => return Err(DirError::Read { path, source }),
+    };
+    if link {
+        let target = fs::canonicalize(&path).map_err(|source| DirError::SymlinkBroken {
+            link: path.clone(),
+            source,
+        })?;
+        if !target.starts_with(canonical_root) {
+            return Err(DirError::SymlinkOutside { link: path, target });
+        }
+    }
+    let metadata = fs::metadata(&path).map_err(|source| DirError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    if metadata.is_dir() {
+        // Never read as patterns; the walker skips it as a hidden directory.
+        return Ok(());
+    }
+    if !metadata.is_file() {
+        return Err(DirError::NotAFile { path });
+    }
+    if metadata.len() > MAX_FILE_BYTES {
+        return Err(DirError::FileTooLarge {
+            path,
+            size: metadata.len(),
+            limit: MAX_FILE_BYTES,
+        });
+    }
+    Ok(())
+}
+
+/// Reads one manifest file, making sure what is read is a regular file inside the root and
+/// no bigger than [`MAX_FILE_BYTES`], whatever happened to the path since the walker looked
+/// at it (a file swapped for a link out, a FIFO, a file still growing).
+fn read_inside(canonical_root: &Path, path: &Path) -> Result<Vec<u8>, DirError> {
+    let read_error = |source| DirError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let mut options = fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        // Opening a FIFO for reading blocks until a writer comes; non-blocking it opens at
+        // once and is refused below as not a regular file.
+        options.custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY);
+    }
+    let file = options.open(path).map_err(read_error)?;
+    let opened = opened_path(&file).unwrap_or_else(|| fs::canonicalize(path));
+    let target = opened.map_err(read_error)?;
+    if !target.starts_with(canonical_root) {
+        return Err(DirError::SymlinkOutside {
+            link: path.to_owned(),
+            target,
+        });
+    }
+    let metadata = file.metadata().map_err(read_error)?;
+    if !metadata.is_file() {
+        return Err(DirError::NotAFile {
+            path: path.to_owned(),
+        });
+    }
+    let too_large = |size| DirError::FileTooLarge {
+        path: path.to_owned(),
+        size,
+        limit: MAX_FILE_BYTES,
+    };
+    if metadata.len() > MAX_FILE_BYTES {
+        return Err(too_large(metadata.len()));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(metadata.len()).unwrap_or(0));
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read_error)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(too_large(bytes.len() as u64));
+    }
+    Ok(bytes)
+}
+
+/// The path the kernel resolved an open file to (Linux: `/proc/self/fd/N`), which no later
+/// rename or link swap can change; `None` where that is not available.
+fn opened_path(file: &fs::File) -> Option<io::Result<PathBuf>> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let link = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+        match fs::read_link(link) {
+            Ok(path) => Some(Ok(path)),
+            // No /proc mounted: fall back to resolving the path again.
+            Err(_) => None,
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = file;
+        None
+    }
 }
 
 /// Refuses a symlink that resolves outside the root or does not resolve. A link to a file
@@ -313,7 +478,8 @@ fn walk_error(root: &Path, canonical_root: &Path, err: ignore::Error) -> Option<
         let path = path.unwrap_or_else(|| root.to_owned());
         let inside = path.starts_with(root) || path.starts_with(canonical_root);
         if !inside {
-            tracing::debug!(path = %path.display(), error = %err, "ignoring an ignore file above the manifest folder");
+            // Its text is not logged: the file is outside the folder and none of ours.
+            tracing::debug!(path = %path.display(), "ignoring an ignore file above the manifest folder");
             return None;
         }
         return Some(DirError::IgnoreFile {
@@ -1034,6 +1200,160 @@ mod tests {
         write(root, IGNORE_FILE, "ignored\n");
         symlink("/usr", root.join("ignored")).unwrap();
         assert_eq!(paths(&read(root).unwrap()), vec!["ok.yaml"]);
+    }
+
+    /// A file of `len` bytes without writing them (sparse), so size limits cost nothing.
+    fn sized(path: &Path, len: u64) {
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::File::create(path).unwrap().set_len(len).unwrap();
+    }
+
+    #[test]
+    fn a_file_over_the_size_limit_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        write(root, "ok.yaml", "x");
+        sized(&root.join("apps/at-limit.yaml"), MAX_FILE_BYTES);
+        assert_eq!(
+            paths(&read(root).unwrap()),
+            vec!["apps/at-limit.yaml", "ok.yaml"]
+        );
+
+        sized(&root.join("apps/dump.yaml"), MAX_FILE_BYTES + 1);
+        let err = read(root).unwrap_err();
+        match &err {
+            DirError::FileTooLarge { path, size, limit } => {
+                assert!(path.ends_with("apps/dump.yaml"), "{path:?}");
+                assert_eq!((*size, *limit), (MAX_FILE_BYTES + 1, MAX_FILE_BYTES));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(err.to_string().contains("dump.yaml"), "{err}");
+        assert!(err.to_string().contains("4 MiB"), "{err}");
+
+        // Not a manifest's name: never read, never refused.
+        fs::remove_file(root.join("apps/dump.yaml")).unwrap();
+        sized(&root.join("disk.img"), MAX_FILE_BYTES * 4);
+        assert_eq!(paths(&read(root).unwrap()).len(), 2);
+
+        // A huge `.moorignore` is refused before the walker reads it.
+        sized(&root.join("apps").join(IGNORE_FILE), MAX_FILE_BYTES + 1);
+        let err = read(root).unwrap_err();
+        assert!(
+            matches!(&err, DirError::FileTooLarge { path, .. } if path.ends_with("apps/.moorignore")),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn too_many_files_or_bytes_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for i in 0..=MAX_FILES {
+            fs::write(root.join(format!("{i}.yaml")), "").unwrap();
+        }
+        let err = read(root).unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                DirError::TooMuch {
+                    what: "manifest files",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("10000 manifest files"), "{err}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let files = MAX_TOTAL_BYTES / MAX_FILE_BYTES + 1;
+        for i in 0..files {
+            sized(&root.join(format!("{i}.yaml")), MAX_FILE_BYTES);
+        }
+        let err = read(root).unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                DirError::TooMuch {
+                    what: "bytes of manifests",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn a_moorignore_outside_the_folder_or_not_a_file_is_never_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        write(&root, "apps/web.yaml", "x");
+        // An invalid pattern would be quoted in the error: the file must not be parsed.
+        write(dir.path(), "outside/private", "[s3cr3t-line\n");
+
+        for at in ["", "apps"] {
+            let link = root.join(at).join(IGNORE_FILE);
+            symlink(dir.path().join("outside/private"), &link).unwrap();
+            let err = read(&root).unwrap_err();
+            match &err {
+                DirError::SymlinkOutside { link: got, target } => {
+                    assert_eq!(got, &link);
+                    assert!(target.ends_with("outside/private"), "{target:?}");
+                }
+                other => panic!("{at:?}: unexpected {other:?}"),
+            }
+            assert!(!err.to_string().contains("s3cr3t"), "{err}");
+            fs::remove_file(&link).unwrap();
+        }
+
+        // Inside the folder, a linked `.moorignore` is fine.
+        write(&root, "shared-ignore", "web.yaml\n");
+        symlink("../shared-ignore", root.join("apps").join(IGNORE_FILE)).unwrap();
+        assert!(paths(&read(&root).unwrap()).is_empty());
+        fs::remove_file(root.join("apps").join(IGNORE_FILE)).unwrap();
+
+        // A FIFO would block the walk forever.
+        nix::unistd::mkfifo(
+            &root.join(IGNORE_FILE),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .unwrap();
+        let err = read(&root).unwrap_err();
+        assert!(
+            matches!(&err, DirError::NotAFile { path } if path.ends_with(IGNORE_FILE)),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn reading_rechecks_where_the_opened_file_really_is() {
+        // The walker checked the path; by the time it is read it may have been swapped for
+        // a link out (or a FIFO). The read itself refuses both.
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        write(&root, "ok.yaml", "fine");
+        write(dir.path(), "outside.yaml", "private");
+        let canonical = fs::canonicalize(&root).unwrap();
+        assert_eq!(
+            read_inside(&canonical, &root.join("ok.yaml")).unwrap(),
+            b"fine"
+        );
+
+        symlink("../outside.yaml", root.join("swapped.yaml")).unwrap();
+        let err = read_inside(&canonical, &root.join("swapped.yaml")).unwrap_err();
+        assert!(
+            matches!(&err, DirError::SymlinkOutside { target, .. } if target.ends_with("outside.yaml")),
+            "{err:?}"
+        );
+
+        nix::unistd::mkfifo(
+            &root.join("fifo.yaml"),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .unwrap();
+        let err = read_inside(&canonical, &root.join("fifo.yaml")).unwrap_err();
+        assert!(matches!(err, DirError::NotAFile { .. }), "{err:?}");
     }
 
     #[test]

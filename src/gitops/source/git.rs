@@ -25,7 +25,9 @@ use notify_debouncer_full::notify::{EventKind, RecommendedWatcher, RecursiveMode
 use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, new_debouncer};
 use tracing::{debug, warn};
 
-use super::{IGNORE_FILE, Snapshot, SourceFile, is_manifest_file};
+use super::{
+    IGNORE_FILE, MAX_FILE_BYTES, MAX_FILES, MAX_TOTAL_BYTES, Snapshot, SourceFile, is_manifest_file,
+};
 
 /// Which commit of the remote a [`GitSource`] follows.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -203,6 +205,55 @@ pub enum GitError {
         target: String,
         /// Why it is refused.
         problem: &'static str,
+    },
+    /// A component of the configured sub-path is a symlink. Refused rather than followed:
+    /// git resolves nothing, and a link is how a sub-path would leave the directory it names.
+    #[error(
+        "path {path:?} in commit {commit} of {url} goes through the symlink {link:?} -> \
+         {target:?}; name the real directory instead"
+    )]
+    SubPathSymlink {
+        /// The URL, redacted.
+        url: String,
+        /// The commit id.
+        commit: String,
+        /// The configured sub-path.
+        path: String,
+        /// The symlink on it, relative to the repository root.
+        link: String,
+        /// Where it points.
+        target: String,
+    },
+    /// A file under the sub-path is bigger than [`MAX_FILE_BYTES`]; refused before it is
+    /// read.
+    #[error(
+        "{path} in commit {commit} of {url} is {size} bytes, more than the {} MiB a manifest \
+         file may hold",
+        limit / (1024 * 1024)
+    )]
+    FileTooLarge {
+        /// The URL, redacted.
+        url: String,
+        /// The commit id.
+        commit: String,
+        /// The file, relative to the sub-path.
+        path: String,
+        /// Its size.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// The sub-path holds more manifest files, or more bytes of them, than one snapshot may.
+    #[error("commit {commit} of {url} holds more than {limit} {what}; refusing to read it all")]
+    TooMuch {
+        /// The URL, redacted.
+        url: String,
+        /// The commit id.
+        commit: String,
+        /// The limit passed ([`MAX_FILES`] or [`MAX_TOTAL_BYTES`]).
+        limit: u64,
+        /// What was counted: `manifest files` or `bytes of manifests`.
+        what: &'static str,
     },
     /// A `.moorignore` file in the commit cannot be used.
     #[error("{path}:{line} in commit {commit} of {url}: {reason}")]
@@ -906,13 +957,64 @@ const MODE_SYMLINK: i32 = 0o120000;
 /// How many symlinks-to-symlinks are followed before giving up (a cycle or a silly chain).
 const MAX_SYMLINK_HOPS: usize = 8;
 
+/// The longest symlink target read (Linux's PATH_MAX); a longer one is no real link.
+const MAX_LINK_BYTES: u64 = 4096;
+
 /// Reads the sub-path of a commit into a snapshot.
 struct TreeReader<'a> {
     config: &'a GitConfig,
     repo: &'a Repository,
+    /// For object sizes, read from headers before any content is inflated.
+    odb: git2::Odb<'a>,
     commit: String,
     /// The tree at the sub-path: symlink targets are looked up in it.
     root: Tree<'a>,
+    /// Manifest files and bytes read so far, against [`MAX_FILES`] and [`MAX_TOTAL_BYTES`].
+    budget: RefCell<(usize, u64)>,
+}
+
+/// Refuses a sub-path that goes through a symlink. libgit2 does not follow links in
+/// `Tree::get_path` either (it would answer "not found"), but saying which link is in the
+/// way is the clear error.
+fn refuse_sub_path_symlinks(
+    config: &GitConfig,
+    repo: &Repository,
+    tree: &Tree<'_>,
+    commit: &str,
+) -> Result<(), GitError> {
+    let mut prefix = String::new();
+    for component in config.path.split('/') {
+        prefix = join_path(&prefix, component);
+        let entry = match tree.get_path(Path::new(&prefix)) {
+            Ok(entry) => entry,
+            // Reported (as not found, or not a directory) by the caller.
+            Err(_) => return Ok(()),
+        };
+        if entry.filemode() == MODE_SYMLINK {
+            let size = repo
+                .odb()
+                .and_then(|odb| odb.read_header(entry.id()))
+                .map_err(corrupt(config))?
+                .0 as u64;
+            let target = if size > MAX_LINK_BYTES {
+                format!("({size} bytes)")
+            } else {
+                let blob = repo.find_blob(entry.id()).map_err(corrupt(config))?;
+                String::from_utf8_lossy(blob.content()).into_owned()
+            };
+            return Err(GitError::SubPathSymlink {
+                url: redact_url(&config.url),
+                commit: commit.to_owned(),
+                path: config.path.clone(),
+                link: prefix,
+                target,
+            });
+        }
+        if entry.kind() != Some(ObjectType::Tree) {
+            return Ok(());
+        }
+    }
+    Ok(())
 }
 
 fn read_snapshot(config: &GitConfig, repo: &Repository, oid: Oid) -> Result<Snapshot, GitError> {
@@ -922,6 +1024,7 @@ fn read_snapshot(config: &GitConfig, repo: &Repository, oid: Oid) -> Result<Snap
     let root = if config.path.is_empty() {
         tree
     } else {
+        refuse_sub_path_symlinks(config, repo, &tree, &commit_id)?;
         let entry = match tree.get_path(Path::new(&config.path)) {
             Ok(entry) => entry,
             Err(err) if err.code() == ErrorCode::NotFound => {
@@ -952,8 +1055,10 @@ fn read_snapshot(config: &GitConfig, repo: &Repository, oid: Oid) -> Result<Snap
     let reader = TreeReader {
         config,
         repo,
+        odb: repo.odb().map_err(corrupt(config))?,
         commit: commit_id.clone(),
         root,
+        budget: RefCell::new((0, 0)),
     };
     let mut files = reader.walk()?;
     files.sort_by(|a, b| a.path.cmp(&b.path));
@@ -1019,14 +1124,8 @@ impl TreeReader<'_> {
                     }
                     Some(ObjectType::Blob) => {
                         if is_manifest_file(&path) {
-                            let blob = self
-                                .repo
-                                .find_blob(entry.id())
-                                .map_err(corrupt(self.config))?;
-                            files.push(SourceFile {
-                                path,
-                                bytes: blob.content().to_vec(),
-                            });
+                            let bytes = self.read_manifest(&path, entry.id())?;
+                            files.push(SourceFile { path, bytes });
                         }
                     }
                     _ => debug!(path = %path, commit = %self.commit, "skipping odd tree entry"),
@@ -1034,6 +1133,50 @@ impl TreeReader<'_> {
             }
         }
         Ok(files)
+    }
+
+    /// The size of a blob, from its header: nothing is inflated.
+    fn blob_size(&self, oid: Oid) -> Result<u64, GitError> {
+        let (size, _) = self.odb.read_header(oid).map_err(corrupt(self.config))?;
+        Ok(size as u64)
+    }
+
+    /// A blob's bytes, refused without being read when it is bigger than [`MAX_FILE_BYTES`].
+    /// `path` (relative to the sub-path) names it in the error.
+    fn read_bounded(&self, path: &str, oid: Oid) -> Result<Vec<u8>, GitError> {
+        let size = self.blob_size(oid)?;
+        if size > MAX_FILE_BYTES {
+            return Err(GitError::FileTooLarge {
+                url: redact_url(&self.config.url),
+                commit: self.commit.clone(),
+                path: path.to_owned(),
+                size,
+                limit: MAX_FILE_BYTES,
+            });
+        }
+        let blob = self.repo.find_blob(oid).map_err(corrupt(self.config))?;
+        Ok(blob.content().to_vec())
+    }
+
+    /// A manifest file's bytes, counted against the snapshot's limits.
+    fn read_manifest(&self, path: &str, oid: Oid) -> Result<Vec<u8>, GitError> {
+        let too_much = |limit, what| GitError::TooMuch {
+            url: redact_url(&self.config.url),
+            commit: self.commit.clone(),
+            limit,
+            what,
+        };
+        if self.budget.borrow().0 >= MAX_FILES {
+            return Err(too_much(MAX_FILES as u64, "manifest files"));
+        }
+        let bytes = self.read_bounded(path, oid)?;
+        let mut budget = self.budget.borrow_mut();
+        budget.0 += 1;
+        budget.1 += bytes.len() as u64;
+        if budget.1 > MAX_TOTAL_BYTES {
+            return Err(too_much(MAX_TOTAL_BYTES, "bytes of manifests"));
+        }
+        Ok(bytes)
     }
 
     /// Parses the `.moorignore` of one directory, if it has one.
@@ -1052,12 +1195,9 @@ impl TreeReader<'_> {
         if entry.kind() != Some(ObjectType::Blob) || entry.filemode() == MODE_SYMLINK {
             return Err(error(0, "must be a regular file".to_owned()));
         }
-        let blob = self
-            .repo
-            .find_blob(entry.id())
-            .map_err(corrupt(self.config))?;
-        let text = std::str::from_utf8(blob.content()).map_err(|e| {
-            let line = blob.content()[..e.valid_up_to()]
+        let content = self.read_bounded(&path, entry.id())?;
+        let text = std::str::from_utf8(&content).map_err(|e| {
+            let line = content[..e.valid_up_to()]
                 .iter()
                 .filter(|&&b| b == b'\n')
                 .count()
@@ -1085,6 +1225,16 @@ impl TreeReader<'_> {
         let mut link_path = path.to_owned();
         let mut link_blob = blob;
         for _ in 0..MAX_SYMLINK_HOPS {
+            let size = self.blob_size(link_blob)?;
+            if size > MAX_LINK_BYTES {
+                return Err(GitError::Symlink {
+                    url: redact_url(&self.config.url),
+                    commit: self.commit.clone(),
+                    path: path.to_owned(),
+                    target: format!("({size} bytes)"),
+                    problem: "has a target longer than any path",
+                });
+            }
             let target_bytes = self
                 .repo
                 .find_blob(link_blob)
@@ -1122,13 +1272,7 @@ impl TreeReader<'_> {
                     link_path = resolved;
                     link_blob = entry.id();
                 }
-                Some(ObjectType::Blob) => {
-                    let blob = self
-                        .repo
-                        .find_blob(entry.id())
-                        .map_err(corrupt(self.config))?;
-                    return Ok(Some(blob.content().to_vec()));
-                }
+                Some(ObjectType::Blob) => return self.read_manifest(path, entry.id()).map(Some),
                 _ => return Err(refuse("points at a directory, not a file")),
             }
         }
@@ -1208,43 +1352,59 @@ fn parse_userinfo(url: &str) -> Option<UserInfo<'_>> {
     })
 }
 
-/// The URL with any password or token in its userinfo replaced by `***`:
-/// `https://user:tok@h/x` → `https://user:***@h/x`, `https://tok@h/x` → `https://***@h/x`.
-/// A user name alone outside http(s) (`ssh://git@h/x`, `git@h:x`) is not a secret and stays;
-/// paths and URLs without userinfo come back unchanged.
+/// The URL with its credentials replaced by `***`: the whole userinfo when it holds a
+/// password (`https://user:tok@h/x` → `https://***@h/x`, `ssh://u:pw@h/x` → `ssh://***@h/x`)
+/// — the user half is hidden too because hosts take tokens there (`TOKEN:x-oauth-basic@`) —
+/// and any userinfo of an http(s) URL, where a lone one is a token (`https://tok@h/x` →
+/// `https://***@h/x`). A login name alone outside http(s) (`ssh://git@h/x`, `git@h:x`) is
+/// not a secret and stays; paths and URLs without userinfo come back unchanged.
 pub fn redact_url(url: &str) -> String {
     let Some(info) = parse_userinfo(url) else {
         return url.to_owned();
     };
-    let redacted = match info.password {
-        Some(_) => format!("{}:***", info.user),
-        None if info.http => "***".to_owned(),
-        None => return url.to_owned(),
-    };
-    format!("{}{}{}", &url[..info.start], redacted, &url[info.end..])
-}
-
-/// The secret part of a URL's userinfo, if it has one.
-fn url_secret(url: &str) -> Option<&str> {
-    let info = parse_userinfo(url)?;
-    match info.password {
-        Some(password) => Some(password),
-        None if info.http => Some(info.user),
-        None => None,
+    if info.password.is_none() && !info.http {
+        return url.to_owned();
     }
-    .filter(|secret| !secret.is_empty())
+    format!("{}***{}", &url[..info.start], &url[info.end..])
 }
 
-/// Removes the URL's secret from a message, in the raw and the percent-decoded spelling
-/// (libgit2 decodes userinfo before it quotes URLs in errors).
-fn scrub_message(message: &str, url: &str) -> String {
+/// The shortest user name scrubbed from messages as a bare word: shorter ones (`u`, `git`)
+/// are no tokens, and replacing them everywhere would garble the message.
+const MIN_SCRUBBED_USER: usize = 4;
+
+/// The secret parts of a URL's userinfo: the password, and for http(s) the user (a token
+/// as often as a name).
+fn url_secrets(url: &str) -> Vec<&str> {
+    let Some(info) = parse_userinfo(url) else {
+        return Vec::new();
+    };
+    let mut secrets = Vec::new();
+    if let Some(password) = info.password {
+        secrets.push(password);
+    }
+    let user_is_token =
+        info.http && (info.password.is_none() || info.user.len() >= MIN_SCRUBBED_USER);
+    if user_is_token {
+        secrets.push(info.user);
+    }
+    secrets.retain(|secret| !secret.is_empty());
+    secrets
+}
+
+/// Removes the URL's credentials from a message: the URL itself, then each secret in the
+/// raw and the percent-decoded spelling (libgit2 decodes userinfo before it quotes URLs in
+/// errors). Longest first, so a secret containing another is replaced whole.
+pub fn scrub_message(message: &str, url: &str) -> String {
     let mut message = message.replace(url, &redact_url(url));
-    if let Some(secret) = url_secret(url) {
-        message = message.replace(secret, "***");
-        let decoded = percent_decode(secret);
-        if !decoded.is_empty() {
-            message = message.replace(&decoded, "***");
-        }
+    let mut secrets: Vec<String> = Vec::new();
+    for secret in url_secrets(url) {
+        secrets.push(secret.to_owned());
+        secrets.push(percent_decode(secret));
+    }
+    secrets.retain(|secret| !secret.is_empty());
+    secrets.sort_by_key(|secret| std::cmp::Reverse(secret.len()));
+    for secret in secrets {
+        message = message.replace(&secret, "***");
     }
     message
 }
@@ -2022,6 +2182,107 @@ mod tests {
     }
 
     #[test]
+    fn a_sub_path_through_a_symlink_is_refused_naming_the_link() {
+        let remote = BareRemote::new();
+        remote.commit(
+            "main",
+            &[
+                ("real/web.yaml", File("w")),
+                ("deploy", Link("real")),
+                ("escape", Link("../../etc")),
+                ("nested/up", Link("..")),
+            ],
+        );
+        let cache = TempDir::new().unwrap();
+        for (path, link, target) in [
+            ("deploy", "deploy", "real"),
+            ("deploy/apps", "deploy", "real"),
+            ("escape", "escape", "../../etc"),
+            ("nested/up/real", "nested/up", ".."),
+        ] {
+            let mut source = source_at(&remote.url(), branch("main"), path, cache.path());
+            let err = source.fetch().unwrap_err();
+            match &err {
+                GitError::SubPathSymlink {
+                    link: got_link,
+                    target: got_target,
+                    ..
+                } => assert_eq!((got_link.as_str(), got_target.as_str()), (link, target)),
+                other => panic!("{path}: unexpected {other:?}"),
+            }
+            let message = err.to_string();
+            assert!(
+                message.contains(link) && message.contains(target),
+                "{message}"
+            );
+        }
+        let mut real = source_at(&remote.url(), branch("main"), "real", cache.path());
+        assert_eq!(paths(&real.fetch().unwrap()), ["web.yaml"]);
+    }
+
+    #[test]
+    fn a_blob_over_the_size_limit_is_refused_before_it_is_read() {
+        let remote = BareRemote::new();
+        let at_limit = "#".repeat(MAX_FILE_BYTES as usize);
+        let over = "#".repeat(MAX_FILE_BYTES as usize + 1);
+        remote.commit(
+            "main",
+            &[("ok.yaml", File(&at_limit)), ("big.bin", File(&over))],
+        );
+        let cache = TempDir::new().unwrap();
+        let mut source = source_at(&remote.url(), branch("main"), "", cache.path());
+        assert_eq!(paths(&source.fetch().unwrap()), ["ok.yaml"]);
+
+        for (path, entry) in [
+            ("apps/dump.yaml", File(&over)),
+            ("apps/link.yaml", Link("../big.yaml")),
+        ] {
+            remote.commit("main", &[("big.yaml", File(&over)), (path, entry)]);
+            let err = source.fetch().unwrap_err();
+            match &err {
+                GitError::FileTooLarge { size, limit, .. } => {
+                    assert_eq!((*size, *limit), (MAX_FILE_BYTES + 1, MAX_FILE_BYTES));
+                }
+                other => panic!("{path}: unexpected {other:?}"),
+            }
+            assert!(err.to_string().contains("4 MiB"), "{err}");
+        }
+
+        remote.commit(
+            "main",
+            &[("ok.yaml", File("x")), (".moorignore", File(&over))],
+        );
+        let err = source.fetch().unwrap_err();
+        assert!(
+            matches!(&err, GitError::FileTooLarge { path, .. } if path == ".moorignore"),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn too_many_manifest_files_are_refused() {
+        let remote = BareRemote::new();
+        let names: Vec<String> = (0..=MAX_FILES).map(|i| format!("m/{i}.yaml")).collect();
+        let entries: Vec<(&str, Entry<'_>)> =
+            names.iter().map(|name| (name.as_str(), File(""))).collect();
+        remote.commit("main", &entries);
+        let cache = TempDir::new().unwrap();
+        let mut source = source_at(&remote.url(), branch("main"), "", cache.path());
+        let err = source.fetch().unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                GitError::TooMuch {
+                    what: "manifest files",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("10000 manifest files"), "{err}");
+    }
+
+    #[test]
     fn submodules_are_skipped() {
         let remote = BareRemote::new();
         remote.commit(
@@ -2188,19 +2449,23 @@ mod tests {
     }
 
     #[test]
-    fn redact_url_removes_passwords_and_tokens_only() {
+    fn redact_url_removes_user_and_password_and_tokens() {
         let cases = [
-            ("https://user:tok@host/x.git", "https://user:***@host/x.git"),
+            ("https://user:tok@host/x.git", "https://***@host/x.git"),
             ("https://tok@host/x.git", "https://***@host/x.git"),
+            (
+                "https://ghp_TOKEN:x-oauth-basic@host/x",
+                "https://***@host/x",
+            ),
             ("HTTP://tok@host:8080/x", "HTTP://***@host:8080/x"),
-            ("https://user:p@ss@host/x", "https://user:***@host/x"),
-            ("https://:tok@host", "https://:***@host"),
+            ("https://user:p@ss@host/x", "https://***@host/x"),
+            ("https://:tok@host", "https://***@host"),
             ("https://host/x.git", "https://host/x.git"),
             ("https://host/a@b", "https://host/a@b"),
             ("ssh://git@host/x.git", "ssh://git@host/x.git"),
-            ("ssh://git:pw@host/x.git", "ssh://git:***@host/x.git"),
+            ("ssh://git:pw@host/x.git", "ssh://***@host/x.git"),
             ("git@github.com:org/repo.git", "git@github.com:org/repo.git"),
-            ("user:pw@host:repo.git", "user:***@host:repo.git"),
+            ("user:pw@host:repo.git", "***@host:repo.git"),
             ("/srv/git/repo", "/srv/git/repo"),
             ("/srv/git/a@b:c", "/srv/git/a@b:c"),
             ("file:///srv/git/repo", "file:///srv/git/repo"),
@@ -2220,6 +2485,22 @@ mod tests {
             scrub_message("auth failed for u:p%40ss and p@ss", "https://u:p%40ss@h/x"),
             "auth failed for u:*** and ***"
         );
+        // A token in the user half (GitHub's `TOKEN:x-oauth-basic`) is scrubbed too.
+        assert_eq!(
+            scrub_message(
+                "401 for ghp_abcdef (x-oauth-basic)",
+                "https://ghp_abcdef:x-oauth-basic@h/x"
+            ),
+            "401 for *** (***)"
+        );
+        // The URL in a message, as given, comes out redacted.
+        assert_eq!(
+            scrub_message(
+                "cannot reach https://me:hunter2@h/x",
+                "https://me:hunter2@h/x"
+            ),
+            "cannot reach https://***@h/x"
+        );
     }
 
     #[test]
@@ -2229,6 +2510,10 @@ mod tests {
             "https://user:secret@127.0.0.1:1/x.git",
             "https://secret@127.0.0.1:1/x.git",
             "http://user:secret@127.0.0.1:1/x.git",
+            "https://user:secret-token@127.0.0.1:1/x.git",
+            "https://secret-token:x-oauth-basic@127.0.0.1:1/x.git",
+            "https://user:secret%2Dtoken@127.0.0.1:1/x.git",
+            "ssh://user:secret-token@127.0.0.1:1/x.git",
         ] {
             let mut source = source_at(url, branch("main"), "", cache.path());
             assert!(!format!("{source:?}").contains("secret"));

@@ -6,12 +6,22 @@ pub mod dir;
 pub mod git;
 
 /// One file read from a source.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct SourceFile {
     /// Path relative to the source root, `/`-separated, e.g. `apps/web.yaml`.
     pub path: String,
     /// The file's bytes.
     pub bytes: Vec<u8>,
+}
+
+// By hand: a file's bytes may be a Secret's manifest, and `{:?}` must not print them.
+impl std::fmt::Debug for SourceFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SourceFile")
+            .field("path", &self.path)
+            .field("bytes", &format_args!("<{} bytes>", self.bytes.len()))
+            .finish()
+    }
 }
 
 /// The manifest files of a source at one revision.
@@ -23,6 +33,18 @@ pub struct Snapshot {
     /// Files sorted by path.
     pub files: Vec<SourceFile>,
 }
+
+/// The largest manifest file (or `.moorignore`) a source reads, in bytes (4 MiB, the
+/// loader's limit too). Checked before a file is read, so a log or a disk image saved with a
+/// `.yaml` name is refused with an error naming it instead of being pulled into memory.
+pub const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
+
+/// The most manifest files one snapshot may hold. Far above any real repository; it keeps a
+/// generated or hostile tree from exhausting memory one small file at a time.
+pub const MAX_FILES: usize = 10_000;
+
+/// The most bytes all the manifest files of one snapshot may hold together (256 MiB).
+pub const MAX_TOTAL_BYTES: u64 = 256 * 1024 * 1024;
 
 /// The name of the file holding gitignore-syntax patterns of files a source leaves out.
 /// Honoured in every directory of the source, as `.gitignore` is.
