@@ -4,70 +4,15 @@
 
 #[path = "support/apiserver.rs"]
 mod apiserver_support;
+#[path = "support/kubectl.rs"]
+mod kubectl_support;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::Stdio;
 use std::time::Duration;
 
 use apiserver_support::{Backend, TestServer};
-
-struct Kubectl {
-    kubeconfig: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Kubectl {
-    fn new(server: &TestServer) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let kubeconfig = dir.path().join("kubeconfig.yaml");
-        moor::cli::server::write_kubeconfig(&kubeconfig, &server.url).unwrap();
-        Self {
-            kubeconfig,
-            _dir: dir,
-        }
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new("kubectl");
-        cmd.arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .args(args)
-            // A private cache dir: discovery from another test server must not leak in.
-            .env("KUBECACHEDIR", self._dir.path().join("cache"))
-            .env("HOME", self._dir.path());
-        cmd
-    }
-
-    /// Run kubectl off the async runtime's worker threads.
-    async fn run(&self, args: &[&str]) -> Output {
-        let mut cmd = self.command(args);
-        tokio::task::spawn_blocking(move || {
-            cmd.output()
-                .expect("run kubectl (scripts/setup installs it)")
-        })
-        .await
-        .unwrap()
-    }
-
-    async fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args).await;
-        assert!(
-            out.status.success(),
-            "kubectl {args:?} failed:\n{}",
-            text(&out)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "status {:?}\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
+use kubectl_support::{Kubectl, text};
 
 fn write(dir: &Path, name: &str, content: &str) -> String {
     let path = dir.join(name);

@@ -28,8 +28,8 @@ pub const MAX_HEADER_BYTES: usize = 256 * 1024;
 /// How long open connections get to finish at shutdown before they are cut.
 const DRAIN: Duration = Duration::from_secs(10);
 
-/// How connections are secured.
-pub enum Security {
+/// Whether connections are plain or TLS.
+pub enum Mode {
     /// Plain HTTP (the loopback-only insecure listener, and tests).
     Plain,
     /// TLS with this configuration.
@@ -41,13 +41,13 @@ pub enum Security {
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
-    security: Security,
+    mode: Mode,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let graceful = Arc::new(GracefulShutdown::new());
-    let acceptor = match &security {
-        Security::Tls(config) => Some(tokio_rustls::TlsAcceptor::from(config.clone())),
-        Security::Plain => None,
+    let acceptor = match &mode {
+        Mode::Tls(config) => Some(tokio_rustls::TlsAcceptor::from(config.clone())),
+        Mode::Plain => None,
     };
     loop {
         let (tcp, remote) = tokio::select! {

@@ -400,7 +400,7 @@ impl ApiServer {
     /// finish, open watches end. Every caller gets full access, as on kube-apiserver's old
     /// insecure port: bind it to loopback only (`moor server --insecure-listen`, tests).
     pub async fn serve(self, listener: tokio::net::TcpListener) -> std::io::Result<()> {
-        self.serve_with(listener, listen::Security::Plain).await
+        self.serve_with(listener, listen::Mode::Plain).await
     }
 
     /// Serve HTTPS on `listener` with `tls` (see [`listen::tls_config`]): callers are
@@ -411,21 +411,16 @@ impl ApiServer {
         listener: tokio::net::TcpListener,
         tls: Arc<rustls::ServerConfig>,
     ) -> std::io::Result<()> {
-        self.serve_with(listener, listen::Security::Tls(tls)).await
+        self.serve_with(listener, listen::Mode::Tls(tls)).await
     }
 
     async fn serve_with(
         self,
         listener: tokio::net::TcpListener,
-        security: listen::Security,
+        mode: listen::Mode,
     ) -> std::io::Result<()> {
-        let served = listen::serve(
-            listener,
-            self.router(),
-            security,
-            self.inner.shutdown.clone(),
-        )
-        .await;
+        let served =
+            listen::serve(listener, self.router(), mode, self.inner.shutdown.clone()).await;
         self.tasks.close();
         self.tasks.wait().await;
         served

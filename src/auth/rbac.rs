@@ -709,16 +709,7 @@ const AGGREGATE_TO_EDIT: &str = "rbac.authorization.k8s.io/aggregate-to-edit";
 const AGGREGATE_TO_VIEW: &str = "rbac.authorization.k8s.io/aggregate-to-view";
 
 const READ: &[&str] = &["get", "list", "watch"];
-const READ_WRITE: &[&str] = &[
-    "create",
-    "delete",
-    "deletecollection",
-    "get",
-    "list",
-    "patch",
-    "update",
-    "watch",
-];
+const READ_WRITE: &[&str] = crate::api::registry::VERBS;
 const WRITE: &[&str] = &["create", "delete", "deletecollection", "patch", "update"];
 const EVENT_WRITE: &[&str] = &["create", "patch", "update"];
 
