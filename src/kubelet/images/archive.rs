@@ -303,11 +303,11 @@ async fn receive_blob(
     let what = format!("archive entry {path}");
     let mut writer = None;
     let mut skip = false;
-    if let Some(digest) = &expected
-        && content::info(lease.containerd(), digest).await?.is_some()
-    {
+    if let Some(digest) = &expected {
+        // Held before the check (see content::write_bytes): the lease then keeps the blob
+        // if it exists, and costs nothing if it does not and is written below.
         lease.hold_content(digest).await?;
-        skip = true;
+        skip = content::info(lease.containerd(), digest).await?.is_some();
     }
     if !skip {
         writer = BlobWriter::open(

@@ -369,8 +369,10 @@ pub(crate) async fn write_bytes(
     labels: HashMap<String, String>,
 ) -> Result<Written, ImageError> {
     verify(what, digest, data)?;
+    // Held before the check, not after: a GC running between "it exists" and "hold it"
+    // would take it from under us (an earlier import's lease just ended, say).
+    lease.hold_content(digest).await?;
     if info(lease.containerd(), digest).await?.is_some() {
-        lease.hold_content(digest).await?;
         ensure_labels(lease.containerd(), digest, &labels).await?;
         return Ok(Written::Existing);
     }
