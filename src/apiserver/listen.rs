@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 use super::access::{HANDSHAKE_TIMEOUT, Transport};
-use crate::auth::{GROUP_AUTHENTICATED, UserInfo};
+use crate::auth::UserInfo;
 
 /// Largest request head (request line and headers) accepted on HTTP/1.1, and header list
 /// on HTTP/2.
@@ -101,10 +101,6 @@ pub async fn serve(
                                 None
                             }
                         });
-                    debug_assert!(
-                        peer.as_ref()
-                            .is_none_or(|p| p.in_group(GROUP_AUTHENTICATED))
-                    );
                     let transport = Transport::Tls { peer, remote };
                     serve_connection(tls, router, transport, &graceful).await;
                 }
